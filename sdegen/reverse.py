@@ -1,0 +1,154 @@
+"""Reverse-time SDE and probability-flow ODE of a forward SDE, as torchsde / torchdiffeq systems.
+
+Given a forward SDE dx = f(t)x dt + g(t) dw and a score s(x, t) ≈ ∇ log p_t(x) (Anderson 1982;
+Song et al. 2021, eqs. 6 and 13):
+
+* reverse SDE   dx = [f(t)x − g(t)²·s(x, t)] dt + g(t) dw̄,  run from t = T down to t_min;
+* PF ODE        dx/dt = f(t)x − ½·g(t)²·s(x, t),         same marginals p_t, deterministic.
+
+torchsde needs strictly increasing times and (batch, d) state, so `ReverseSDE` works in the flipped
+time s = T − t on flattened state: dx/ds = g²·s(x, T − s) − f·x, with diagonal noise g(T − s).
+Because g does not depend on x the noise is additive, so the Itô and Stratonovich forms coincide and
+the same object serves both kinds of torchsde solver (`sde_type`).
+
+Both wrappers validate every score evaluation (shape and finiteness), refuse to evaluate the score
+outside [t_min, T], and count evaluations in `nfe`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sdegen._checks import batch_view, check_score_output
+
+# Times are computed as T − s in float32/64 by the solvers; allow this much round-off at the ends.
+_TIME_SLACK = 1e-7
+
+
+class CountingScore:
+    """Wrap score(x, t) to check its output, enforce t ∈ [t_min, T] and count evaluations (NFE).
+
+    `nfe` counts calls to the underlying score, i.e. real score/network evaluations.
+    """
+
+    def __init__(self, score, t_min: float, T: float, check: bool = True):
+        if isinstance(score, CountingScore):
+            score = score.score
+        if not callable(score):
+            raise TypeError(f"score must be callable as score(x, t), got {type(score).__name__}")
+        self.score = score
+        self.t_min = float(t_min)
+        self.T = float(T)
+        self.check = check
+        self.nfe = 0
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        lo, hi = float(t.min()), float(t.max())
+        if lo < self.t_min - _TIME_SLACK * max(1.0, self.T) or hi > self.T + _TIME_SLACK * max(1.0, self.T):
+            raise RuntimeError(
+                f"score evaluated at t in [{lo:.6g}, {hi:.6g}], outside [t_min={self.t_min}, T={self.T}]"
+            )
+        self.nfe += 1
+        s = self.score(x, t)
+        return check_score_output(s, x) if self.check else s
+
+
+class ReverseSDE(torch.nn.Module):
+    """Reverse-time SDE as a torchsde SDE in flipped time s = T − t on (batch, d) state.
+
+    Args:
+        sde: the forward SDE.
+        score: callable score(x, t) on x of shape (batch, *data_shape), t of shape (batch,).
+        data_shape: shape of one sample; the flat state (batch, d) is reshaped to (batch, *data_shape)
+            before calling the score. None means the state is already (batch, d).
+        sde_type: "ito" or "stratonovich" (identical here: the noise is additive).
+        t_min: the smallest forward time at which the score may be evaluated.
+    """
+
+    noise_type = "diagonal"
+
+    def __init__(self, sde, score, *, data_shape=None, sde_type: str = "ito", t_min: float = 0.0):
+        super().__init__()
+        if sde_type not in ("ito", "stratonovich"):
+            raise ValueError(f"sde_type must be 'ito' or 'stratonovich', got {sde_type!r}")
+        self.sde_type = sde_type
+        self.forward_sde = sde
+        self.score = CountingScore(score, t_min, sde.T)
+        self.data_shape = None if data_shape is None else tuple(data_shape)
+
+    @property
+    def nfe(self) -> int:
+        return self.score.nfe
+
+    def _unflatten(self, y: torch.Tensor) -> torch.Tensor:
+        return y if self.data_shape is None else y.reshape(y.shape[0], *self.data_shape)
+
+    def forward_time(self, s: torch.Tensor | float, y: torch.Tensor) -> torch.Tensor:
+        """t = T − s as a (batch,) tensor."""
+        s = torch.as_tensor(s, dtype=y.dtype, device=y.device)
+        return (self.forward_sde.T - s).clamp(0.0, self.forward_sde.T).expand(y.shape[0])
+
+    def f(self, s, y: torch.Tensor) -> torch.Tensor:
+        """Drift in s: g(t)²·score(x, t) − f(t)·x with t = T − s; shape (batch, d)."""
+        t = self.forward_time(s, y)
+        x = self._unflatten(y)
+        g2 = self.forward_sde.diffusion(t, x) ** 2
+        drift = batch_view(g2, x) * self.score(x, t) - self.forward_sde.drift(x, t)
+        return drift.reshape(y.shape)
+
+    def g(self, s, y: torch.Tensor) -> torch.Tensor:
+        """Diagonal diffusion g(T − s), broadcast to (batch, d)."""
+        t = self.forward_time(s, y)
+        return self.forward_sde.diffusion(t, y)[:, None].expand_as(y)
+
+
+class ForwardSDE(torch.nn.Module):
+    """The forward SDE dx = f(t)x dt + g(t) dw as a torchsde SDE on (batch, d) state (increasing t)."""
+
+    noise_type = "diagonal"
+    sde_type = "ito"
+
+    def __init__(self, sde, *, data_shape=None):
+        super().__init__()
+        self.forward_sde = sde
+        self.data_shape = None if data_shape is None else tuple(data_shape)
+
+    def f(self, t, y):
+        x = y if self.data_shape is None else y.reshape(y.shape[0], *self.data_shape)
+        tt = torch.as_tensor(t, dtype=y.dtype, device=y.device).clamp(0, self.forward_sde.T).expand(y.shape[0])
+        return self.forward_sde.drift(x, tt).reshape(y.shape)
+
+    def g(self, t, y):
+        tt = torch.as_tensor(t, dtype=y.dtype, device=y.device).clamp(0, self.forward_sde.T).expand(y.shape[0])
+        return self.forward_sde.diffusion(tt, y)[:, None].expand_as(y)
+
+
+class ProbabilityFlowODE(torch.nn.Module):
+    """Probability-flow ODE dx/dt = f(t)·x − ½·g(t)²·score(x, t), as `forward(t, x)` for torchdiffeq.
+
+    The state keeps the data shape (batch, *data_shape); t may run forwards or backwards. Adaptive
+    torchdiffeq solvers probe times slightly beyond the end of the interval; such probes are clamped to
+    [t_min, T] (the ODE is continued with the score at the end point) so the score is never evaluated
+    outside its domain. Pass `options={"step_t": ...}` at the end points as well, as `sdegen` does,
+    so that no accepted step crosses the end.
+    """
+
+    def __init__(self, sde, score, *, t_min: float = 0.0):
+        super().__init__()
+        self.forward_sde = sde
+        self.t_min = float(t_min)
+        self.score = CountingScore(score, self.t_min, sde.T)
+
+    @property
+    def nfe(self) -> int:
+        return self.score.nfe
+
+    def velocity(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """dx/dt at forward time t (batch,) for state x (batch, *data_shape)."""
+        g2 = self.forward_sde.diffusion(t, x) ** 2
+        # The ½ is what makes this ODE share the SDE's marginals (Song et al. 2021, eq. 13).
+        return self.forward_sde.drift(x, t) - 0.5 * batch_view(g2, x) * self.score(x, t)
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        tt = torch.as_tensor(t, dtype=x.dtype, device=x.device).clamp(self.t_min, self.forward_sde.T)
+        return self.velocity(tt.expand(x.shape[0]), x)

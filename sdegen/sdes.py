@@ -1,0 +1,319 @@
+"""Forward SDEs with linear drift: dx = f(t)·x dt + g(t) dw on t ∈ [0, T], T = 1.
+
+Every SDE here is linear in x, so its transition from x0 is Gaussian:
+
+    x_t | x0 ~ N(alpha(t)·x0, sigma(t)²·I),
+
+where alpha(t) = exp(∫₀ᵗ f) is the *mean scale* and sigma(t) the *marginal std*. The four SDEs
+(Song et al. 2021, "Score-based generative modeling through SDEs", eqs. 30–34):
+
+=============  =====================  ========================================  =======================
+SDE            f(t)                   g(t)                                      alpha, sigma
+=============  =====================  ========================================  =======================
+VPSDE          −½β(t)                 √β(t)                                     e^{−½B}, √(1 − e^{−B})
+SubVPSDE       −½β(t)                 √(β(t)(1 − e^{−2B}))                      e^{−½B}, 1 − e^{−B}
+VESDE          0                      σ(t)√(2 ln(σmax/σmin))                    1, √(σ(t)² − σmin²)
+PowerVESDE     0                      σ^t                                       1, √((σ^{2t} − 1)/(2 ln σ))
+=============  =====================  ========================================  =======================
+
+with β(t) = βmin + t(βmax − βmin), B(t) = ∫₀ᵗβ = βmin t + ½t²(βmax − βmin), σ(t) = σmin(σmax/σmin)^t.
+
+The VE marginal std is the exact √(σ(t)² − σmin²) of the SDE started at t = 0, not σ(t) as in
+score_sde (which treats the data as already blurred by σmin); the difference is below σmin.
+
+Conventions: t is a float or a tensor of shape (batch,); x has shape (batch, *data_shape) of any rank.
+Per-time quantities (diffusion, mean scale, std) are returned with shape (batch,).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import torch
+
+from sdegen._checks import Time, as_time, batch_view, check_batched, check_finite, check_positive
+
+
+class AbstractSDE(ABC):
+    """A forward SDE dx = f(t)·x dt + g(t) dw with Gaussian transitions; see the module docstring.
+
+    Subclasses define the scalar coefficients (`_drift_coeff`, `_diffusion`, `_mean_scale`,
+    `_marginal_std`) on float64 time tensors and the prior std; everything else is shared.
+    """
+
+    T: float = 1.0
+    name: str = "abstract"
+
+    # -- coefficients, implemented by each SDE on a float64 tensor t of shape (batch,) ---------------
+    @abstractmethod
+    def _drift_coeff(self, t: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def _diffusion(self, t: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def _mean_scale(self, t: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def _marginal_std(self, t: torch.Tensor) -> torch.Tensor: ...
+
+    @property
+    @abstractmethod
+    def prior_std(self) -> float:
+        """Standard deviation of the prior N(0, prior_std² I) that approximates p_T."""
+
+    @abstractmethod
+    def params(self) -> dict[str, float]:
+        """The constructor parameters, e.g. {"beta_min": 0.1, "beta_max": 20.0}."""
+
+    # -- public, shape-checked API --------------------------------------------------------------------
+    def _coeff(self, fn, t: Time, x: torch.Tensor) -> torch.Tensor:
+        tt = as_time(t, x, self.T)
+        # Evaluate in float64: e^{-B} and 1 - e^{-B} lose digits in float32 near t = 0.
+        return fn(tt.double()).to(x.dtype)
+
+    def drift(self, x: torch.Tensor, t: Time) -> torch.Tensor:
+        """Forward drift f(t)·x, shaped like x."""
+        check_batched(x)
+        return batch_view(self._coeff(self._drift_coeff, t, x), x) * x
+
+    def diffusion(self, t: Time, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Diffusion coefficient g(t), shape (batch,) (batch taken from x or from t)."""
+        return self._coeff(self._diffusion, t, _time_like(t, x))
+
+    def mean_scale(self, t: Time, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean coefficient alpha(t) = exp(∫₀ᵗ f), shape (batch,)."""
+        return self._coeff(self._mean_scale, t, _time_like(t, x))
+
+    def marginal_std(self, t: Time, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Marginal standard deviation sigma(t) of x_t | x0, shape (batch,)."""
+        return self._coeff(self._marginal_std, t, _time_like(t, x))
+
+    def marginal(self, x0: torch.Tensor, t: Time) -> tuple[torch.Tensor, torch.Tensor]:
+        """Parameters of x_t | x0 ~ N(mean, std² I).
+
+        Returns:
+            mean: shaped like x0, alpha(t)·x0; std: shape (batch,), sigma(t).
+        """
+        check_batched(x0, "x0")
+        alpha = self.mean_scale(t, x0)
+        return batch_view(alpha, x0) * x0, self.marginal_std(t, x0)
+
+    def perturb(
+        self, x0: torch.Tensor, t: Time, noise: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Draw x_t = alpha(t)·x0 + sigma(t)·noise, with noise ~ N(0, I) unless given."""
+        mean, std = self.marginal(x0, t)
+        if noise is None:
+            noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        return mean + batch_view(std, x0) * noise
+
+    def prior_sample(
+        self, shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None = None, **kwargs
+    ) -> torch.Tensor:
+        """Sample the prior N(0, prior_std² I) with the given full shape (batch, *data_shape)."""
+        return self.prior_std * torch.randn(tuple(shape), generator=generator, **kwargs)
+
+    def prior_logp(self, z: torch.Tensor) -> torch.Tensor:
+        """Log-density of the prior N(0, prior_std² I) at z (batch, *shape), in nats, shape (batch,)."""
+        check_batched(z, "z")
+        d = z[0].numel()
+        s2 = self.prior_std**2
+        flat = z.reshape(z.shape[0], -1)
+        return -0.5 * d * math.log(2 * math.pi * s2) - 0.5 * (flat * flat).sum(1) / s2
+
+    def reverse(self, score, *, data_shape: tuple[int, ...] | None = None, sde_type: str = "ito", t_min: float = 0.0):
+        """The reverse-time SDE for `score`, as a torchsde SDE in flipped time s = T − t.
+
+        See `sdegen.reverse.ReverseSDE`: state (batch, d) flattened, drift g²·score − f·x in s,
+        diagonal noise g(T − s).
+        """
+        from sdegen.reverse import ReverseSDE
+
+        return ReverseSDE(self, score, data_shape=data_shape, sde_type=sde_type, t_min=t_min)
+
+    def probability_flow(self, score, *, t_min: float = 0.0):
+        """The probability-flow ODE dx/dt = f(t)·x − ½g(t)²·score(x, t), as a module for torchdiffeq.
+
+        See `sdegen.reverse.ProbabilityFlowODE`.
+        """
+        from sdegen.reverse import ProbabilityFlowODE
+
+        return ProbabilityFlowODE(self, score, t_min=t_min)
+
+    def forward_sde(self, *, data_shape: tuple[int, ...] | None = None):
+        """The forward SDE itself as a torchsde SDE on flattened state (for tests and teaching)."""
+        from sdegen.reverse import ForwardSDE
+
+        return ForwardSDE(self, data_shape=data_shape)
+
+    def attrs(self) -> dict[str, float | str]:
+        """Flat netCDF-safe attributes: {"sde": name, "sde_<param>": value, ...}."""
+        return {"sde": self.name, **{f"sde_{k}": float(v) for k, v in self.params().items()}}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.params() == other.params()  # type: ignore[union-attr]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, tuple(self.params().items())))
+
+
+def _time_like(t: Time, x: torch.Tensor | None) -> torch.Tensor:
+    """A dummy (batch, 1) tensor that fixes batch, dtype and device for coefficient evaluation."""
+    if x is not None:
+        return x
+    if isinstance(t, torch.Tensor) and t.ndim == 1:
+        dtype = t.dtype if t.is_floating_point() else torch.get_default_dtype()
+        return torch.empty(t.shape[0], 1, dtype=dtype, device=t.device)
+    if isinstance(t, torch.Tensor):
+        return torch.empty(1, 1, dtype=t.dtype if t.is_floating_point() else torch.float64, device=t.device)
+    return torch.empty(1, 1, dtype=torch.float64)
+
+
+class _BetaLinear(AbstractSDE):
+    """Shared pieces of the VP and sub-VP SDEs: β(t) = βmin + t(βmax − βmin)."""
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
+        self.beta_min = check_positive(beta_min, "beta_min")
+        self.beta_max = check_positive(beta_max, "beta_max")
+        if self.beta_max <= self.beta_min:
+            raise ValueError(f"beta_max must be > beta_min, got beta_min={beta_min}, beta_max={beta_max}")
+
+    def params(self) -> dict[str, float]:
+        return {"beta_min": self.beta_min, "beta_max": self.beta_max}
+
+    def beta(self, t: torch.Tensor) -> torch.Tensor:
+        """β(t) = βmin + t(βmax − βmin)."""
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def beta_integral(self, t: torch.Tensor) -> torch.Tensor:
+        """B(t) = ∫₀ᵗ β(s) ds = βmin·t + ½t²(βmax − βmin)."""
+        return self.beta_min * t + 0.5 * t * t * (self.beta_max - self.beta_min)
+
+    def _drift_coeff(self, t):
+        return -0.5 * self.beta(t)
+
+    def _mean_scale(self, t):
+        return torch.exp(-0.5 * self.beta_integral(t))
+
+    @property
+    def prior_std(self) -> float:
+        return 1.0
+
+    def discrete_betas(self, num_steps: int) -> torch.Tensor:
+        """The DDPM schedule this SDE discretises: β_i = βmin/N + (i−1)(βmax − βmin)/(N(N−1)), i = 1..N.
+
+        With t_i = i/N, prod_{j<=i}(1 − β_j) → alpha(t_i)² as N → ∞ (Song et al. 2021, App. B).
+        """
+        from sdegen.schedules import linear_betas
+
+        return linear_betas(num_steps, self.beta_min / num_steps, self.beta_max / num_steps)
+
+
+class VPSDE(_BetaLinear):
+    """Variance-preserving SDE dx = −½β(t)x dt + √β(t) dw (the continuous DDPM)."""
+
+    name = "vp"
+
+    def _diffusion(self, t):
+        return torch.sqrt(self.beta(t))
+
+    def _marginal_std(self, t):
+        return torch.sqrt(-torch.expm1(-self.beta_integral(t)))
+
+
+class SubVPSDE(_BetaLinear):
+    """Sub-VP SDE dx = −½β(t)x dt + √(β(t)(1 − e^{−2B(t)})) dw; its variance stays below the VP's."""
+
+    name = "subvp"
+
+    def _diffusion(self, t):
+        return torch.sqrt(self.beta(t) * -torch.expm1(-2.0 * self.beta_integral(t)))
+
+    def _marginal_std(self, t):
+        return -torch.expm1(-self.beta_integral(t))
+
+
+class VESDE(AbstractSDE):
+    """Variance-exploding SDE dx = σ(t)√(2 ln(σmax/σmin)) dw with σ(t) = σmin(σmax/σmin)^t (SMLD/NCSN)."""
+
+    name = "ve"
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
+        self.sigma_min = check_positive(sigma_min, "sigma_min")
+        self.sigma_max = check_positive(sigma_max, "sigma_max")
+        if self.sigma_max <= self.sigma_min:
+            raise ValueError(f"sigma_max must be > sigma_min, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+
+    def params(self) -> dict[str, float]:
+        return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        """The noise level σ(t) = σmin(σmax/σmin)^t (not the marginal std; see the module docstring)."""
+        return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
+
+    def _drift_coeff(self, t):
+        return torch.zeros_like(t)
+
+    def _diffusion(self, t):
+        return self.sigma(t) * math.sqrt(2 * math.log(self.sigma_max / self.sigma_min))
+
+    def _mean_scale(self, t):
+        return torch.ones_like(t)
+
+    def _marginal_std(self, t):
+        # Var = ∫₀ᵗ g² = σ(t)² − σmin²; written as σmin²·expm1(2t ln r) to keep digits near t = 0.
+        log_ratio = math.log(self.sigma_max / self.sigma_min)
+        return self.sigma_min * torch.sqrt(torch.expm1(2 * t * log_ratio))
+
+    @property
+    def prior_std(self) -> float:
+        return math.sqrt(self.sigma_max**2 - self.sigma_min**2)
+
+
+class PowerVESDE(AbstractSDE):
+    """The tutorial SDE dx = σ^t dw: marginal std √((σ^{2t} − 1)/(2 ln σ)), no drift."""
+
+    name = "powerve"
+
+    def __init__(self, sigma: float = 25.0):
+        self.sigma = check_positive(sigma, "sigma")
+        if self.sigma <= 1.0:
+            raise ValueError(f"sigma must be > 1 for dx = sigma^t dw to diffuse, got sigma={sigma}")
+
+    def params(self) -> dict[str, float]:
+        return {"sigma": self.sigma}
+
+    def _drift_coeff(self, t):
+        return torch.zeros_like(t)
+
+    def _diffusion(self, t):
+        return self.sigma**t
+
+    def _mean_scale(self, t):
+        return torch.ones_like(t)
+
+    def _marginal_std(self, t):
+        log_s = math.log(self.sigma)
+        return torch.sqrt(torch.expm1(2 * t * log_s) / (2 * log_s))
+
+    @property
+    def prior_std(self) -> float:
+        return math.sqrt((self.sigma**2 - 1) / (2 * math.log(self.sigma)))
+
+
+SDES: dict[str, type[AbstractSDE]] = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE, "powerve": PowerVESDE}
+
+
+def sde_from_attrs(attrs: dict) -> AbstractSDE:
+    """Rebuild an SDE from `AbstractSDE.attrs()` (as stored in trajectories and checkpoints)."""
+    name = attrs.get("sde")
+    if name not in SDES:
+        raise ValueError(f"unknown SDE {name!r}; known: {sorted(SDES)}")
+    kwargs = {k[4:]: float(v) for k, v in attrs.items() if k.startswith("sde_")}
+    return SDES[name](**kwargs)
