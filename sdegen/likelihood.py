@@ -1,0 +1,261 @@
+"""Exact log-likelihood through the probability-flow ODE, and the deterministic encode/decode maps.
+
+The probability-flow (PF) ODE dx/dt = v(x, t) = f(t)·x − ½·g(t)²·s(x, t) (Song et al. 2021, eq. 13)
+moves the data density p_{t_min} onto p_T. Along one of its paths the log-density obeys the
+instantaneous change of variables (Chen et al. 2018, "Neural ODEs", thm. 1)
+
+    d/dt log p_t(x_t) = −div v(x_t, t),
+
+so integrating x and Δ = ∫ div v dt together from t_min up to T (the *augmented* ODE) gives
+
+    log p_{t_min}(x) = log p_T(z) + ∫_{t_min}^{T} div v(x_t, t) dt,     z = x_T,
+
+and the model's log-likelihood replaces the unknown p_T by the prior: logp = prior_logp(z) + Δ (nats).
+With the exact score this is the exact log-density of the model "prior pushed through the PF ODE"
+(`sdegen.analytic.Gaussian.model_log_prob`), up to the ODE solver's tolerance; see Song et al. 2021,
+App. D.2, and FFJORD (Grathwohl et al. 2019) for the Hutchinson estimate of div v.
+
+Conventions: forward time, t_min → T; the score is only ever evaluated at t ∈ [t_min, T] (torchdiffeq
+probes beyond the end point: `step_t` stops accepted steps at the end and the PF module clamps the
+rest); the time grid is float64; NFE counts real score evaluations.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torchdiffeq
+
+from sdegen._checks import check_batched, check_finite, check_positive
+from sdegen.divergence import PROBES, draw_probes, exact_divergence, hutchinson_divergence
+from sdegen.sdes import AbstractSDE
+
+DIVERGENCES = ("hutchinson", "exact")
+# torchdiffeq's adaptive Runge–Kutta methods: rtol and atol mean something only for these.
+METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+
+
+@dataclass(frozen=True)
+class LikelihoodResult:
+    """Result of `log_likelihood`; all log-densities in nats.
+
+    Attributes:
+        logp: (batch,) log-likelihood prior_logp + delta_logp (mean over probes).
+        prior_logp: (batch,) log prior(z), z the latent at T.
+        delta_logp: (batch,) ∫_{t_min}^{T} div v dt (mean over probes).
+        nfe: score evaluations made (dopri5: 6 per step + 2).
+        z: (batch, *data_shape) the latent x_T.
+        logp_probes: (probes, batch) one log-likelihood per Hutchinson probe (one row for "exact").
+        logp_stderr: (batch,) standard error of `logp` over the probes (std/√K), or None with one probe
+            or the exact divergence. It measures the probe noise only, not the solver error.
+    """
+
+    logp: torch.Tensor
+    prior_logp: torch.Tensor
+    delta_logp: torch.Tensor
+    nfe: int
+    z: torch.Tensor
+    logp_probes: torch.Tensor
+    logp_stderr: torch.Tensor | None = None
+
+
+class _AugmentedFlow(torch.nn.Module):
+    """forward(t, (x, Δ)) = (v(x, t), div v(x, t)) for torchdiffeq; Δ has shape (probes, batch)."""
+
+    def __init__(self, sde: AbstractSDE, score, t_min: float, probes: torch.Tensor | None):
+        super().__init__()
+        self.flow = sde.probability_flow(_require_differentiable(score), t_min=t_min)
+        self.t_min, self.T = float(t_min), float(sde.T)
+        self.probes = probes
+
+    def forward(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
+        x = state[0]
+        tt = torch.as_tensor(t, dtype=x.dtype, device=x.device).clamp(self.t_min, self.T).expand(x.shape[0])
+        with torch.enable_grad():
+            # A fresh leaf per evaluation: no autograd graph survives from one solver stage to the next.
+            xg = x.detach().requires_grad_(True)
+            v = self.flow.velocity(tt, xg)
+            div = exact_divergence(v, xg) if self.probes is None else hutchinson_divergence(v, xg, self.probes)
+        return v.detach(), div.detach()
+
+
+def log_likelihood(
+    sde: AbstractSDE,
+    score,
+    x: torch.Tensor,
+    *,
+    divergence: str = "hutchinson",
+    probes: int = 1,
+    probe: str = "rademacher",
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    method: str = "dopri5",
+    t_min: float = 1e-5,
+    seed: int | torch.Generator | None = None,
+) -> LikelihoodResult:
+    """Log-likelihood of x under the model "prior at T pushed through the probability-flow ODE".
+
+    Solves the augmented ODE d(x, Δ)/dt = (v, div v) from t_min to T with `torchdiffeq.odeint` and
+    returns logp = prior_logp(x_T) + Δ in nats (see the module docstring). With K > 1 Hutchinson probes
+    the K estimates share one solve: each step evaluates the score once and takes K vector–Jacobian
+    products in one batched backward (measured fastest; see `studies/likelihood_speed.py`).
+
+    Args:
+        sde: the forward SDE.
+        score: callable score(x, t) → shaped like x, differentiable in x (autograd).
+        x: (batch, *data_shape) data at time t_min, finite floating point; the state keeps its dtype.
+        divergence: "hutchinson" (one vector–Jacobian product per probe and step, unbiased) or "exact"
+            (D products per step; for low dimension).
+        probes: K ≥ 1, Hutchinson probes per sample, drawn once from `seed` and held fixed along the ODE.
+        probe: "rademacher" (default; zero variance for diagonal Jacobians) or "gaussian".
+        rtol, atol: tolerances of the adaptive solver, > 0.
+        method: an adaptive torchdiffeq method, one of `METHODS`.
+        t_min: where the data sits, 0 < t_min < T (1e-5 keeps p_{t_min} close to the data).
+        seed: an int or a torch.Generator for the probes; None draws fresh probes.
+
+    Returns:
+        LikelihoodResult with logp, prior_logp, delta_logp (batch,) in nats, nfe, z, and per-probe
+        estimates with their standard error.
+
+    Raises:
+        ValueError / TypeError: bad x (shape, dtype, NaN/inf), unknown names, non-positive tolerances,
+            t_min outside (0, T), probes < 1 or probes > 1 with the exact divergence, a score that is
+            not differentiable in x.
+    """
+    _check_common(sde, score, x, rtol, atol, method, t_min)
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"unknown divergence {divergence!r}; choose one of {list(DIVERGENCES)}")
+    if probe not in PROBES:
+        raise ValueError(f"unknown probe {probe!r}; choose one of {list(PROBES)}")
+    if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
+        raise ValueError(f"probes must be an integer >= 1, got {probes!r}")
+    if divergence == "exact" and probes != 1:
+        raise ValueError(f"the exact divergence takes no probes; got probes={probes}")
+    generator = make_generator(seed)
+    eps = None
+    if divergence == "hutchinson":
+        eps = draw_probes(probe, (probes, *x.shape), generator, x.dtype, x.device)
+    func = _AugmentedFlow(sde, score, t_min, eps)
+    delta0 = torch.zeros(probes, x.shape[0], dtype=x.dtype, device=x.device)
+    z, delta = _solve(func, (x.detach(), delta0), t_min, sde.T, rtol=rtol, atol=atol, method=method)
+    prior = sde.prior_logp(z)
+    logp_probes = prior[None] + delta  # (K, batch)
+    stderr = logp_probes.std(0, correction=1) / math.sqrt(probes) if probes > 1 else None
+    return LikelihoodResult(
+        logp=logp_probes.mean(0),
+        prior_logp=prior,
+        delta_logp=delta.mean(0),
+        nfe=func.flow.nfe,
+        z=z,
+        logp_probes=logp_probes,
+        logp_stderr=stderr,
+    )
+
+
+def encode(
+    sde: AbstractSDE,
+    score,
+    x: torch.Tensor,
+    *,
+    t_min: float = 1e-5,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    method: str = "dopri5",
+) -> torch.Tensor:
+    """Map data x at t_min to its latent z = x_T along the probability-flow ODE (deterministic).
+
+    Args:
+        x: (batch, *data_shape); other arguments as in `log_likelihood`.
+
+    Returns:
+        z: shaped like x, dtype of x.
+    """
+    _check_common(sde, score, x, rtol, atol, method, t_min)
+    return _flow(sde, score, x, t_min, t_min, sde.T, rtol, atol, method)
+
+
+def decode(
+    sde: AbstractSDE,
+    score,
+    z: torch.Tensor,
+    *,
+    t_min: float = 1e-5,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    method: str = "dopri5",
+) -> torch.Tensor:
+    """Map a latent z at T back to data x_{t_min} along the probability-flow ODE (inverse of `encode`).
+
+    Args:
+        z: (batch, *data_shape); other arguments as in `log_likelihood`.
+
+    Returns:
+        x: shaped like z, dtype of z.
+    """
+    _check_common(sde, score, z, rtol, atol, method, t_min, name="z")
+    return _flow(sde, score, z, t_min, sde.T, t_min, rtol, atol, method)
+
+
+def make_generator(seed: int | torch.Generator | None) -> torch.Generator:
+    """A CPU torch.Generator from an int seed, a generator (returned as is) or None (fresh entropy)."""
+    if isinstance(seed, torch.Generator):
+        return seed
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()  # this generator only; the global RNG is left alone
+    elif isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, a torch.Generator or None, got {type(seed).__name__}")
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
+def _flow(sde, score, x, t_min, t_from, t_to, rtol, atol, method) -> torch.Tensor:
+    flow = sde.probability_flow(score, t_min=t_min)
+    with torch.no_grad():
+        return _solve(flow, x.detach(), t_from, t_to, rtol=rtol, atol=atol, method=method)
+
+
+def _solve(func, state, t_from: float, t_to: float, *, rtol: float, atol: float, method: str):
+    """odeint from t_from to t_to on a float64 grid, returning the state at t_to.
+
+    `step_t` at the end point makes the last step end exactly there: otherwise dopri5 overshoots and
+    evaluates beyond it (seen: t = −0.48 integrating 1 → 1e-3).
+    """
+    device = state[0].device if isinstance(state, tuple) else state.device
+    ts = torch.tensor([t_from, t_to], dtype=torch.float64, device=device)
+    out = torchdiffeq.odeint(func, state, ts, rtol=rtol, atol=atol, method=method, options={"step_t": ts[1:]})
+    return tuple(s[-1] for s in out) if isinstance(out, tuple) else out[-1]
+
+
+def _check_common(sde, score, x, rtol, atol, method, t_min, name: str = "x") -> None:
+    if not isinstance(sde, AbstractSDE):
+        raise TypeError(f"sde must be an sdegen SDE (AbstractSDE), got {type(sde).__name__}")
+    if not callable(score):
+        raise TypeError(f"score must be callable as score(x, t), got {type(score).__name__}")
+    check_batched(x, name)
+    check_finite(x, name)
+    check_positive(rtol, "rtol")
+    check_positive(atol, "atol")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose an adaptive torchdiffeq method: {list(METHODS)}")
+    t_min = float(t_min)
+    if not 0.0 < t_min < sde.T:
+        raise ValueError(f"t_min must lie in (0, T={sde.T}), got {t_min}")
+
+
+def _require_differentiable(score):
+    """Wrap score so that an output detached from x is an error (its divergence would be silently 0)."""
+
+    def checked(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        s = score(x, t)
+        if x.requires_grad and isinstance(s, torch.Tensor) and not s.requires_grad:
+            raise ValueError(
+                "score(x, t) is not differentiable in x (computed under no_grad or detached?); "
+                "the likelihood needs its Jacobian"
+            )
+        return s
+
+    return checked

@@ -1,0 +1,11 @@
+"""Samplers: `sample` drives any solver in the `SOLVERS` registry and records the path.
+
+Families (one module each): torchsde reverse-SDE methods (`sde_solvers`), predictor–corrector (`pc`),
+torchdiffeq probability-flow ODE (`ode`), DDPM/DDIM for the VP family (`ddpm`), and fast PF-ODE solvers
+(`fast_ode`). Every sampler is a plain function fn(run, x, **options) over the shared `SamplerRun`.
+"""
+
+from sdegen.samplers.api import sample
+from sdegen.samplers.registry import SOLVERS, SolverInfo, solvers
+
+__all__ = ["SOLVERS", "SolverInfo", "sample", "solvers"]

@@ -1,0 +1,209 @@
+"""`sdegen.sample`: draw samples with any registered solver and return the path as a trajectory Dataset."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import warnings
+from datetime import UTC, datetime
+
+import numpy as np
+import torch
+import xarray as xr
+
+from sdegen.reverse import CountingScore
+from sdegen.samplers._noise import prior_sample
+from sdegen.samplers._record import Recorder, ScoreTap
+from sdegen.samplers._run import SamplerRun
+from sdegen.samplers.ddpm import require_vp
+from sdegen.samplers.registry import SOLVERS
+from sdegen.sdes import AbstractSDE
+from sdegen.trajectory import TrajectoryWriter, make_trajectory
+
+
+def _check_int(value, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _resolve_seed(seed) -> int:
+    if seed is None:
+        return secrets.randbits(62)  # fresh entropy, recorded in the attrs so the run can be repeated
+    if isinstance(seed, torch.Generator):
+        return int(torch.randint(0, 2**62, (), generator=seed))
+    return _check_int(seed, "seed", 0)
+
+
+def _save_indices(steps: int, save_every: int | None) -> tuple[int, ...]:
+    every = max(1, steps // 10) if save_every is None else _check_int(save_every, "save_every", 1)
+    idx = list(range(0, steps + 1, every))
+    return tuple(idx if idx[-1] == steps else [*idx, steps])
+
+
+def _options(solver: str, given: dict) -> dict:
+    accepted = SOLVERS[solver].options
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        warnings.warn(
+            f"solver {solver!r} ignores unknown option(s) {unknown}; it accepts {sorted(accepted)}",
+            UserWarning,
+            stacklevel=3,
+        )
+    return {**accepted, **{k: v for k, v in given.items() if k in accepted}}
+
+
+def _describe(score) -> str:
+    name = getattr(score, "__qualname__", None) or type(score).__qualname__
+    return str(name)[:200]
+
+
+def sample(
+    sde: AbstractSDE,
+    score,
+    shape: tuple[int, ...],
+    solver: str = "euler",
+    steps: int = 500,
+    seed: int | torch.Generator | None = None,
+    save_every: int | None = None,
+    t_min: float = 1e-3,
+    *,
+    labels=None,
+    denoise: bool = False,
+    save_x0_hat: bool = False,
+    progress: bool = False,
+    out=None,
+    compression: bool = False,
+    init: torch.Tensor | None = None,
+    dtype: torch.dtype = torch.float32,
+    device=None,
+    score_source: str | None = None,
+    data_range: str = "unspecified",
+    **options,
+) -> xr.Dataset:
+    """Sample by solving the reverse-time SDE or probability-flow ODE from T down to t_min.
+
+    Args:
+        sde: the forward SDE the score belongs to.
+        score: callable score(x, t) -> tensor shaped like x; x: (batch, *data_shape), t: (batch,).
+        shape: (batch, *data_shape) of the samples.
+        solver: a name from `sdegen.solvers()`; see `sdegen.samplers.SOLVERS` for each one's properties.
+        steps: number of grid intervals (for adaptive solvers: of the save grid only).
+        seed: int >= 0, a torch.Generator (one int is drawn from it) or None (fresh, recorded in attrs).
+            Sample i of a run depends on (seed, i) only, not on the batch size (fixed-step solvers).
+        save_every: keep every k-th grid state (always the first and the last); default ~10 states.
+        t_min: the final time, 0 < t_min < T.
+
+    Other arguments:
+        labels: (batch,) integer labels stored as the `label` coordinate (the score must be conditioned).
+        denoise: replace the final state by Tweedie's E[x0 | x_{t_min}] (one extra evaluation, counted).
+        save_x0_hat: also record E[x0 | x_t] at every saved state (`x0_hat`), read from the evaluations the
+            solver makes anyway; states whose score the solver never evaluates cost one extra evaluation.
+        progress: show a tqdm progress bar.
+        out: stream every saved state into this netCDF file as it is produced (readable if the run dies).
+        compression: zlib compression of the streamed file.
+        init: (batch, *data_shape) starting state at t = T instead of a prior draw.
+        dtype, device: of the state (float32 default; the trajectory stores x as float32).
+        score_source, data_range: descriptions stored in the attributes.
+        **options: solver options (see each solver's `SolverInfo.options`); unknown names warn.
+
+    Returns:
+        The trajectory Dataset (see `sdegen.trajectory`); `attrs["nfe"]` counts every score evaluation,
+        `attrs["nfe_extra"]` those made for `denoise`/`x0_hat` beyond the solver's own.
+
+    Raises:
+        ValueError: unknown solver (the message lists the legal names), bad steps, shapes, times or options,
+            a VP-only solver on another SDE, or a score returning non-finite values or the wrong shape.
+    """
+    if not isinstance(sde, AbstractSDE):
+        raise TypeError(f"sde must be an sdegen SDE (AbstractSDE), got {type(sde).__name__}")
+    if not callable(score):
+        raise TypeError(f"score must be callable as score(x, t), got {type(score).__name__}")
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; choose one of {list(SOLVERS)}")
+    steps = _check_int(steps, "steps", 1)
+    shape = tuple(int(_check_int(n, "shape entries", 1)) for n in shape)
+    if len(shape) < 2:
+        raise ValueError(f"shape must be (batch, *data_shape) with at least 2 entries, got {shape}")
+    t_min = float(t_min)
+    if not 0.0 < t_min < sde.T:
+        raise ValueError(f"t_min must lie in (0, T={sde.T}), got {t_min}")
+    if not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+    info = SOLVERS[solver]
+    opts = _options(solver, options)
+    if info.vp_only:
+        require_vp(sde, solver)
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (shape[0],) or labels.dtype.kind not in "iu":
+            raise ValueError(f"labels must be {shape[0]} integers, got shape {labels.shape} dtype {labels.dtype}")
+    seed = _resolve_seed(seed)
+    device = torch.device("cpu") if device is None else torch.device(device)
+    ts = info.grid(sde, steps, t_min, opts)
+    alpha, sigma = sde.mean_scale(ts).tolist(), sde.marginal_std(ts).tolist()
+    save_idx = _save_indices(len(ts) - 1, save_every)
+
+    if init is None:
+        x = prior_sample(sde, seed, shape, dtype, device)
+    else:
+        if not isinstance(init, torch.Tensor) or tuple(init.shape) != shape:
+            raise ValueError(f"init must be a tensor of shape {shape}, got {getattr(init, 'shape', type(init))}")
+        x = init.detach().to(dtype=dtype, device=device).clone()
+
+    tap = ScoreTap(score)
+    checked = CountingScore(tap, t_min, sde.T)
+    attrs = {
+        "sdegen_version": _version(), **sde.attrs(), "solver": solver, "steps": len(ts) - 1, "nfe": 0,
+        "nfe_extra": 0, "seed": seed, "t_min": t_min, "T": sde.T, "score_source": score_source or _describe(score),
+        "data_range": data_range, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "save_every": save_idx[1] - save_idx[0] if len(save_idx) > 1 else 1, "denoise": denoise,
+        "init": "prior" if init is None else "given", "dtype": str(dtype).replace("torch.", ""),
+        **{f"solver_{k}": v for k, v in opts.items()}, "solver_options": json.dumps(opts, default=str, sort_keys=True),
+    }  # fmt: skip
+    states, x0s, times = [], [], []
+    writer = None
+
+    def emit(k: int, xk: np.ndarray, x0k: np.ndarray | None) -> None:
+        nonlocal writer
+        states.append(xk)
+        x0s.append(x0k)
+        times.append(k)
+        if out is not None:
+            if writer is None:
+                writer = TrajectoryWriter(
+                    out, shape, attrs=attrs, labels=labels, x0_hat=save_x0_hat, compression=compression
+                )
+            t = float(ts[k])
+            writer.append(t, xk, sigma[k], alpha[k], x0k, attrs={"nfe": tap.nfe})
+
+    recorder = Recorder(ts, alpha, sigma, save_idx, tap, checked, save_x0_hat, emit, progress)
+    run = SamplerRun(sde, checked, tap, ts, shape, dtype, device, seed, recorder, save_idx)
+    try:
+        with torch.no_grad():
+            x = info.fn(run, x, **opts)
+            recorder.finish(x, denoise)
+    except BaseException:
+        recorder.close()
+        if writer is not None:
+            writer.close({"nfe": tap.nfe}, complete=False)
+        raise
+    attrs.update(nfe=tap.nfe, nfe_extra=recorder.nfe_extra, **run.diagnostics)
+    if writer is not None:
+        writer.close(attrs, complete=True)
+    idx = np.asarray(times)
+    return make_trajectory(
+        np.stack(states),
+        ts.numpy()[idx],
+        np.asarray(sigma)[idx],
+        np.asarray(alpha)[idx],
+        x0_hat=np.stack(x0s) if save_x0_hat else None,
+        labels=labels,
+        attrs={**attrs, "complete": 1},
+    )
+
+
+def _version() -> str:
+    from sdegen import __version__
+
+    return __version__

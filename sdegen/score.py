@@ -1,0 +1,212 @@
+"""Parametrisations: what a network predicts, and how that becomes a score, ε, x0 or v.
+
+With x_t = alpha·x0 + sigma·ε (alpha = `sde.mean_scale(t)`, sigma = `sde.marginal_std(t)`, ε ~ N(0, I)),
+the optimal predictions are linked by Tweedie's formula (Efron 2011; Kingma et al. 2021):
+
+    score = ∇ log p_t(x) = −E[ε | x]/sigma = (alpha·E[x0 | x] − x)/sigma².
+
+`v` generalises the v-prediction of Salimans & Ho (2022) to every SDE and data scale σ_d:
+
+    v = (alpha·σ_d·ε − (sigma/σ_d)·x0) / c,    c = √(alpha²σ_d² + sigma²),
+
+which has unit variance when x0 has per-coordinate RMS σ_d, and is exactly alpha·ε − sigma·x0 for the
+VP family (alpha² + sigma² = 1) with σ_d = 1. For VE (alpha = 1) it is (σ_d·ε − sigma·x0/σ_d)/c, up to
+sign the "F" target of EDM (Karras et al. 2022, eq. 8). Inverting the 2×2 system {x, v} ↔ {x0, ε}:
+
+    x0 = (alpha·σ_d²·x − σ_d·sigma·c·v)/c²,   ε = (sigma·x + alpha·σ_d·c·v)/c².
+
+Preconditioning (EDM, Karras et al. 2022, Table 1, written for x_t = alpha·x0 + sigma·ε): with
+`precondition=True` the network sees c_in·x, c_in = 1/√(alpha²σ_d² + sigma²), so its input has unit
+variance at every t, and the "score" kind predicts sigma·score (c_out = 1/sigma, the tutorial's
+division by the marginal std); without it the network sees x itself and "score" means the raw score.
+"eps" (target ε), "x0" (target x0) and "v" (target above) have unit-scale targets either way.
+
+Time input: the network's scalar input is ln(sigma/alpha) (`time_input="log_sigma"`, the log
+noise-to-signal ratio, which makes the denoising problem the same for every SDE at equal
+sigma/alpha; clamped below at ln 1e-12 so t = 0 stays finite) or the SDE time t itself ("t").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sdegen._checks import Time, as_time, batch_view, check_batched
+
+KINDS = ("score", "eps", "x0", "v")
+TIME_INPUTS = ("log_sigma", "t")
+OUTPUTS = ("raw", "score", "eps", "x0", "v")
+
+
+# -- exact conversions; alpha, sigma broadcast against x (use batch_view) -------------------------------
+def v_norm(alpha: torch.Tensor, sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
+    """c = √(alpha²σ_d² + sigma²), the normaliser of v and the inverse of the input scale c_in."""
+    return torch.sqrt(alpha**2 * sigma_data**2 + sigma**2)
+
+
+def to_x0_eps(kind: str, out, x, alpha, sigma, sigma_data: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0, ε) from a prediction `out` of the given kind ("score" = raw score ∇ log p_t) at state x."""
+    if kind == "eps":
+        eps = out
+        return (x - sigma * eps) / alpha, eps
+    if kind == "score":
+        eps = -sigma * out
+        return (x - sigma * eps) / alpha, eps
+    if kind == "x0":
+        return out, (x - alpha * out) / sigma
+    if kind == "v":
+        c = v_norm(alpha, sigma, sigma_data)
+        x0 = (alpha * sigma_data**2 * x - sigma_data * sigma * c * out) / c**2
+        eps = (sigma * x + alpha * sigma_data * c * out) / c**2
+        return x0, eps
+    raise ValueError(f"unknown parametrisation {kind!r}; known: {list(KINDS)}")
+
+
+def convert(kind: str, out, x, alpha, sigma, sigma_data: float, to: str) -> torch.Tensor:
+    """Convert a prediction of kind `kind` into `to` ∈ {"score", "eps", "x0", "v"} (exact algebra).
+
+    Each route avoids dividing by small quantities where it can: eps → score is −ε/sigma, x0 → score
+    is (alpha·x0 − x)/sigma², v → score is −(sigma·x + alpha·σ_d·c·v)/(sigma·c²).
+    """
+    if kind == to:
+        return out
+    if to == "score" and kind == "eps":
+        return -out / sigma
+    if to == "score" and kind == "x0":
+        return (alpha * out - x) / sigma**2
+    x0, eps = to_x0_eps(kind, out, x, alpha, sigma, sigma_data)
+    if to == "eps":
+        return eps
+    if to == "x0":
+        return x0
+    if to == "score":
+        return -eps / sigma
+    if to == "v":
+        c = v_norm(alpha, sigma, sigma_data)
+        return (alpha * sigma_data * eps - sigma / sigma_data * x0) / c
+    raise ValueError(f"unknown output {to!r}; known: {list(KINDS)}")
+
+
+@dataclass(frozen=True)
+class Parametrisation:
+    """What the network predicts and how its inputs are scaled (see the module docstring).
+
+    Attributes:
+        kind: "score", "eps", "x0" or "v".
+        precondition: scale inputs by c_in = 1/√(alpha²σ_d² + sigma²) (and "score" outputs by 1/sigma).
+        sigma_data: σ_d, the RMS of one data coordinate (about 0.33 for MNIST in [0, 1]).
+        time_input: "log_sigma" (network input ln(sigma/alpha)) or "t" (the SDE time).
+    """
+
+    kind: str = "eps"
+    precondition: bool = True
+    sigma_data: float = 0.5
+    time_input: str = "log_sigma"
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown parametrisation {self.kind!r}; known: {list(KINDS)}")
+        if self.time_input not in TIME_INPUTS:
+            raise ValueError(f"unknown time_input {self.time_input!r}; known: {list(TIME_INPUTS)}")
+        if not (math.isfinite(self.sigma_data) and self.sigma_data > 0):
+            raise ValueError(f"sigma_data must be a finite number > 0, got {self.sigma_data}")
+
+
+class ScoreModel(nn.Module):
+    """A network plus an SDE plus a parametrisation: the score model s_θ(x, t, y).
+
+    `forward(x, t, y=None, output="score")` returns the requested quantity — "raw" (the network
+    output F), "score", "eps", "x0" (the denoiser E[x0 | x_t]) or "v" — all shaped like x. Losses call
+    `forward` (so that a DistributedDataParallel wrapper sees every call); `score`, `denoise` and
+    `score_fn` are conveniences for inference.
+
+    Args:
+        net: a module called as net(x, t, y) → tensor shaped like x (see `sdegen.nets`).
+        sde: the forward SDE.
+        parametrisation: a `Parametrisation`.
+        num_classes: classes the net was trained on (label `num_classes` is ∅), or None.
+    """
+
+    def __init__(self, net: nn.Module, sde, parametrisation: Parametrisation | None = None, *, num_classes=None):
+        super().__init__()
+        self.net = net
+        self.sde = sde
+        self.parametrisation = parametrisation or Parametrisation()
+        self.num_classes = num_classes
+
+    def coefficients(self, x: torch.Tensor, t: Time) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(t, alpha, sigma): t of shape (batch,), alpha and sigma shaped to broadcast against x."""
+        tt = as_time(t, x, self.sde.T)
+        return tt, batch_view(self.sde.mean_scale(tt, x), x), batch_view(self.sde.marginal_std(tt, x), x)
+
+    def forward(self, x: torch.Tensor, t: Time, y: torch.Tensor | None = None, output: str = "score") -> torch.Tensor:
+        check_batched(x)
+        if output not in OUTPUTS:
+            raise ValueError(f"unknown output {output!r}; known: {list(OUTPUTS)}")
+        p = self.parametrisation
+        tt, alpha, sigma = self.coefficients(x, t)
+        c = v_norm(alpha, sigma, p.sigma_data)
+        x_in = x / c if p.precondition else x
+        if p.time_input == "t":
+            c_noise = tt
+        else:
+            c_noise = torch.log((sigma / alpha).flatten().clamp_min(1e-12))
+        out = self.net(x_in, c_noise, y).to(x.dtype)
+        if output == "raw":
+            return out
+        kind = p.kind
+        if kind == "score" and p.precondition:  # the net predicts sigma·score
+            out = out / sigma
+        return convert(kind, out, x, alpha, sigma, p.sigma_data, output)
+
+    def score(self, x: torch.Tensor, t: Time, y: torch.Tensor | None = None) -> torch.Tensor:
+        """∇ₓ log p_t(x | y), shaped like x."""
+        return self(x, t, y, output="score")
+
+    def denoise(self, x: torch.Tensor, t: Time, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The denoiser x0_hat = E[x0 | x_t = x, y], shaped like x."""
+        return self(x, t, y, output="x0")
+
+    def score_fn(self, labels: int | torch.Tensor | None = None, guidance: float = 0.0):
+        """A callable score(x, t) for samplers, optionally class-conditional with classifier-free guidance.
+
+        score = (1 + w)·s(x, t, y) − w·s(x, t, ∅) (Ho & Salimans 2022), evaluated as one batched
+        network call of twice the batch when w ≠ 0.
+
+        Args:
+            labels: None (unconditional, i.e. ∅ for a conditional net), an int for every sample, or a
+                (batch,) long tensor.
+            guidance: the guidance weight w ≥ 0; needs labels.
+        """
+        if guidance < 0 or not math.isfinite(guidance):
+            raise ValueError(f"guidance must be a finite number >= 0, got {guidance}")
+        if labels is not None and self.num_classes is None:
+            raise ValueError("labels given but the model is unconditional (num_classes=None)")
+        if guidance and labels is None:
+            raise ValueError("classifier-free guidance needs labels")
+
+        def score(x: torch.Tensor, t: Time) -> torch.Tensor:
+            y = self._labels(labels, x)
+            if not guidance:
+                return self(x, t, y)
+            tt = as_time(t, x, self.sde.T)
+            null = torch.full_like(y, self.num_classes)
+            both = self(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([y, null]))
+            cond, uncond = both.chunk(2)
+            return (1 + guidance) * cond - guidance * uncond
+
+        return score
+
+    def _labels(self, labels, x: torch.Tensor) -> torch.Tensor | None:
+        if labels is None:
+            return None
+        y = torch.as_tensor(labels, dtype=torch.long, device=x.device)
+        y = y.expand(x.shape[0]) if y.ndim == 0 else y
+        if y.shape != (x.shape[0],):
+            raise ValueError(f"labels must be an int or have shape ({x.shape[0]},), got {tuple(y.shape)}")
+        if (y < 0).any() or (y > self.num_classes).any():
+            raise ValueError(f"labels must lie in [0, {self.num_classes}] ({self.num_classes} = null label)")
+        return y

@@ -1,0 +1,297 @@
+"""The training loop: data order, loss, Adam with warm-up and clipping, EMA, validation, logs, checkpoints.
+
+`train(config)` trains (or resumes) a score model described by a `sdegen.config.TrainConfig` and writes
+to `config.out_dir`: config.json, metrics.jsonl (one JSON object per `log_every` steps and per
+validation), checkpoint.pt (every `checkpoint_every` steps and at the end, atomic) and model.pt (the
+EMA weights, `sdegen.checkpoint.export_ema`).
+
+Exact resume: the checkpoint holds model, EMA and optimizer state, the step, the data permutation of the
+current epoch and the position in it, and the states of the two explicit generators (data order on
+the CPU; t, noise, label dropout and dequantisation on the device). The learning-rate schedule is a
+function of the step only, and validation draws from its own freshly seeded generator, so a run that
+is killed and resumed performs the same operations as an uninterrupted one: on the CPU the weights
+agree bitwise (tested). On CUDA, cuDNN may pick non-deterministic kernels; resumed runs then differ in
+the last bits exactly as two uninterrupted runs do.
+
+Data parallel: started under torchrun, each rank takes a disjoint shard of every global batch (see
+`sdegen._distributed`) and DistributedDataParallel averages gradients; only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from sdegen._distributed import DistInfo, init_process_group, resolve_device
+from sdegen.checkpoint import export_ema, read_checkpoint, save_checkpoint
+from sdegen.config import TrainConfig, config_to_dict, config_to_json, make_score_model
+from sdegen.data import get_dataset
+from sdegen.losses import LOSSES
+
+# Config keys that may change between a run and its resumption (they do not affect the trajectory).
+RESUMABLE_CHANGES = {"steps", "checkpoint_every", "val_every", "log_every", "out_dir", "device", "compile"}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    checkpoint: Path  # the last training checkpoint
+    model: Path  # the exported EMA model file
+    step: int  # steps done
+    loss: float  # mean training loss over the last logging window
+    val_loss: float | None  # last validation loss (EMA weights), if any
+
+
+class Trainer:
+    """Everything one training run holds; `train` drives it. Built identically on every rank."""
+
+    def __init__(self, config: TrainConfig, *, dist_info: DistInfo | None = None, verbose: bool = True):
+        cfg = self.cfg = config
+        self.dist = dist_info or DistInfo.from_env()
+        self.device = resolve_device(cfg.device, self.dist)
+        if cfg.batch_size % self.dist.world_size:
+            raise ValueError(f"batch_size={cfg.batch_size} is not divisible by world size {self.dist.world_size}")
+        ds = get_dataset(
+            cfg.data.name,
+            root=cfg.data.root or None,
+            num_samples=cfg.data.num_samples,
+            seed=cfg.seed,
+            verbose=verbose and self.dist.is_main,
+        )
+        if ds.data_range is not None:
+            ds = ds.to_range(*cfg.data.range)
+        if cfg.data.conditional and ds.labels is None:
+            raise ValueError(f"data.conditional=true but dataset {ds.name} has no labels")
+        if cfg.data.dequantize and ds.data_range is None:
+            raise ValueError(f"data.dequantize=true needs 8-bit image data, {ds.name} is unbounded")
+        split = torch.randperm(len(ds), generator=torch.Generator().manual_seed(cfg.seed))
+        val_idx, train_idx = split[: cfg.data.val_size], split[cfg.data.val_size :]
+        if len(train_idx) < cfg.batch_size:
+            raise ValueError(f"{len(train_idx)} training examples are fewer than batch_size={cfg.batch_size}")
+        labels = ds.labels if cfg.data.conditional else None
+        self.data, self.val_data = ds.data[train_idx].to(self.device), ds.data[val_idx].to(self.device)
+        self.labels = labels[train_idx].to(self.device) if labels is not None else None
+        self.val_labels = labels[val_idx].to(self.device) if labels is not None else None
+        self.data_shape, self.data_range = ds.data_shape, ds.data_range
+        self.num_classes = ds.num_classes if cfg.data.conditional else None
+
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG afterwards
+            torch.manual_seed(cfg.seed)
+            self.model = make_score_model(cfg, self.data_shape, self.num_classes).to(self.device)
+        self.sde = self.model.sde
+        self.ema = copy.deepcopy(self.model).requires_grad_(False)
+        o = cfg.optim
+        self.opt = torch.optim.Adam(
+            self.model.parameters(),
+            lr=o.lr,
+            betas=(o.beta1, o.beta2),
+            eps=o.eps,
+            weight_decay=o.weight_decay,
+            fused=self.device.type == "cuda",
+        )
+        self.train_model = self.model
+        if self.dist.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+        if cfg.compile:
+            self.train_model = torch.compile(self.train_model)
+        self.loss_fn = LOSSES[cfg.loss.name]
+        self.data_gen = torch.Generator().manual_seed(cfg.seed)
+        self.noise_gen = torch.Generator(self.device).manual_seed(cfg.seed + 1)
+        self.step, self.pos = 0, 0
+        self.perm = torch.randperm(len(self.data), generator=self.data_gen)
+
+    # -- batches ------------------------------------------------------------------------------------------------
+    def next_batch(self) -> dict:
+        """This rank's shard of the next global batch, with its t-uniforms, noise and (dropped) labels."""
+        cfg, B, g, dev = self.cfg, self.cfg.batch_size, self.noise_gen, self.device
+        if self.pos + B > len(self.perm):  # drop the last partial batch, start a new epoch
+            self.perm, self.pos = torch.randperm(len(self.data), generator=self.data_gen), 0
+        idx = self.perm[self.pos : self.pos + B]
+        self.pos += B
+        # Randomness for the whole global batch, drawn in a fixed order on every rank; each keeps its shard.
+        u = torch.rand(B, generator=g, device=dev, dtype=torch.float64)
+        noise = torch.randn((B, *self.data_shape), generator=g, device=dev)
+        drop = torch.rand(B, generator=g, device=dev) < cfg.loss.label_dropout if self.labels is not None else None
+        deq = torch.rand((B, *self.data_shape), generator=g, device=dev) if cfg.data.dequantize else None
+        n = B // self.dist.world_size
+        sl = slice(self.dist.rank * n, (self.dist.rank + 1) * n)
+        x0 = self.data[idx[sl].to(dev)]
+        if deq is not None:  # x = lo + (k + u)/256·(hi − lo), k the 8-bit level
+            lo, hi = self.data_range
+            k = torch.round((x0 - lo) / (hi - lo) * 255)
+            x0 = lo + (k + deq[sl]) / 256 * (hi - lo)
+        y = None
+        if self.labels is not None:
+            y = torch.where(drop[sl], self.num_classes, self.labels[idx[sl].to(dev)])
+        return {"x0": x0, "labels": y, "u": u[sl], "noise": noise[sl]}
+
+    def loss(self, batch: dict, model=None) -> torch.Tensor:
+        """Mean loss of a batch (this rank's shard) through `model` (default: the training model)."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"):
+            per_sample = self.loss_fn(
+                model or self.train_model,
+                self.sde,
+                batch["x0"],
+                t_min=self.cfg.loss.t_min,
+                labels=batch["labels"],
+                u=batch["u"],
+                noise=batch["noise"],
+            )
+        return per_sample.mean()
+
+    # -- one optimizer step ----------------------------------------------------------------------------------------
+    def train_step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Warm-up lr, forward, backward (all-reduced under DDP), clip, Adam, EMA. Returns (loss, grad norm)."""
+        o = self.cfg.optim
+        lr = o.lr * min(1.0, (self.step + 1) / o.warmup_steps) if o.warmup_steps else o.lr
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        loss = self.loss(self.next_batch())
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, o.grad_clip, foreach=True) if o.grad_clip else None
+        self.opt.step()
+        with torch.no_grad():  # ema ← decay·ema + (1 − decay)·θ
+            ema_p, model_p = list(self.ema.parameters()), list(self.model.parameters())
+            torch._foreach_lerp_(ema_p, model_p, 1.0 - self.cfg.ema_decay)
+        self.step += 1
+        return loss.detach(), norm
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """Mean loss of the EMA weights on the held-out data, with t and noise from a fixed seed."""
+        g = torch.Generator(self.device).manual_seed(self.cfg.seed + 2)
+        total, count = torch.zeros((), device=self.device, dtype=torch.float64), 0
+        for i in range(0, len(self.val_data), self.cfg.batch_size):
+            x0 = self.val_data[i : i + self.cfg.batch_size]
+            y = self.val_labels[i : i + self.cfg.batch_size] if self.val_labels is not None else None
+            u = torch.rand(len(x0), generator=g, device=self.device, dtype=torch.float64)
+            noise = torch.randn(x0.shape, generator=g, device=self.device)
+            total += self.loss({"x0": x0, "labels": y, "u": u, "noise": noise}, model=self.ema.eval()) * len(x0)
+            count += len(x0)
+        return float(total / max(count, 1))
+
+    # -- state -------------------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "step": self.step,
+            "perm": self.perm,
+            "pos": self.pos,
+            "data_gen": self.data_gen.get_state(),
+            "noise_gen": self.noise_gen.get_state(),
+            "data_shape": list(self.data_shape),
+            "data_range": list(self.data_range) if self.data_range else None,
+            "num_classes": self.num_classes,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"], strict=True)
+        self.ema.load_state_dict(state["ema"], strict=True)
+        self.opt.load_state_dict(state["optimizer"])
+        self.step, self.pos, self.perm = int(state["step"]), int(state["pos"]), state["perm"]
+        self.data_gen.set_state(state["data_gen"])
+        self.noise_gen.set_state(state["noise_gen"])
+
+    def save(self, path: Path) -> None:
+        save_checkpoint(path, self.state_dict(), config_to_json(self.cfg), kind="training")
+
+    def resume(self, path: Path) -> None:
+        """Load a checkpoint of the same run; refuses one whose config differs in a key that matters."""
+        ck = read_checkpoint(path)
+        old, new = _flat(json.loads(ck.config_json)), _flat(config_to_dict(self.cfg))
+        diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+        if diff:
+            raise ValueError(
+                f"{path}: cannot resume, the config differs in {diff}; use another out_dir or resume=False"
+            )
+        self.load_state_dict(ck.state)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+    return out
+
+
+def train(config: TrainConfig, *, resume: bool = True, progress: bool = True) -> TrainResult:
+    """Train (or resume, if `out_dir` holds a checkpoint and `resume`) the model of `config`; see the module doc."""
+    info = DistInfo.from_env()
+    started_group = init_process_group(info, resolve_device(config.device, info))
+    try:
+        return _run(Trainer(config, dist_info=info), resume=resume, progress=progress)
+    finally:
+        if started_group:
+            dist.destroy_process_group()
+
+
+def _run(tr: Trainer, *, resume: bool, progress: bool) -> TrainResult:
+    cfg, main = tr.cfg, tr.dist.is_main
+    out = Path(cfg.out_dir)
+    ckpt, metrics_path = out / "checkpoint.pt", out / "metrics.jsonl"
+    if resume and ckpt.exists():
+        tr.resume(ckpt)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(config_to_json(cfg) + "\n")
+        _truncate_metrics(metrics_path, tr.step)
+    bar = tqdm(total=cfg.steps, initial=tr.step, disable=not (progress and main), dynamic_ncols=True, unit="it")
+    window_loss, window_n, window_t0 = torch.zeros((), device=tr.device, dtype=torch.float64), 0, time.perf_counter()
+    last_loss, val_loss = float("nan"), None
+    with open(metrics_path, "a") if main else contextlib.nullcontext(io.StringIO()) as log:
+        while tr.step < cfg.steps:
+            tr.model.train()
+            loss, norm = tr.train_step()
+            window_loss += loss
+            window_n += 1
+            bar.update(1)
+            record = {}
+            if tr.step % cfg.log_every == 0 or tr.step == cfg.steps:
+                dt = time.perf_counter() - window_t0
+                last_loss = float(window_loss) / window_n
+                record = {
+                    "loss": last_loss,
+                    "lr": tr.opt.param_groups[0]["lr"],
+                    "grad_norm": float(norm) if norm is not None else None,
+                    "images_per_s": window_n * cfg.batch_size / dt,
+                }
+                window_loss.zero_()
+                window_n, window_t0 = 0, time.perf_counter()
+            if cfg.val_every and (tr.step % cfg.val_every == 0 or tr.step == cfg.steps) and main and len(tr.val_data):
+                val_loss = record["val_loss"] = tr.validate()
+            if record and main:
+                log.write(json.dumps({"step": tr.step, **record}) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{last_loss:.4g}", **({"val": f"{val_loss:.4g}"} if val_loss else {}))
+            if main and (tr.step % cfg.checkpoint_every == 0 or tr.step == cfg.steps):
+                tr.save(ckpt)
+    bar.close()
+    if main:
+        if not ckpt.exists():
+            tr.save(ckpt)
+        export_ema(ckpt, out / "model.pt")
+    if tr.dist.world_size > 1:
+        dist.barrier()
+    return TrainResult(ckpt, out / "model.pt", tr.step, last_loss, val_loss)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines past `step` (written after the checkpoint a resumed run restarts from)."""
+    if path.exists():
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+        path.write_text("".join(ln + "\n" for ln in lines))
+
