@@ -11,9 +11,11 @@ from sdegen.config import TrainConfig, load_config
 from sdegen.dequantization import BitsPerDimResult, bits_per_dim
 from sdegen.likelihood import LikelihoodResult, decode, encode, log_likelihood
 from sdegen.metrics import fld
+from sdegen.samplers import sample, solvers
 from sdegen.score import Parametrisation, ScoreModel
 from sdegen.sdes import VESDE, VPSDE, AbstractSDE, PowerVESDE, SubVPSDE
 from sdegen.training import train
+from sdegen.trajectory import open_trajectory, save_trajectory
 
 __version__ = "0.1.0"
 
@@ -44,8 +46,12 @@ __all__ = [
     "losses",
     "metrics",
     "nets",
+    "open_trajectory",
+    "sample",
+    "save_trajectory",
     "schedules",
     "score",
+    "solvers",
     "train",
     "training",
 ]

@@ -47,14 +47,14 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from sdegen._checks import batch_view, check_batched
-from sdegen.score import ScoreModel, v_norm
+from sdegen.score import ScoreModel, alpha_sigma, v_norm
 from sdegen.sdes import VESDE, VPSDE, AbstractSDE, PowerVESDE, SubVPSDE
 
 
 def half_log_nsr(sde: AbstractSDE, t: torch.Tensor) -> torch.Tensor:
     """ρ(t) = ln(sigma(t)/alpha(t)) in float64, shape (batch,) (minus half the log signal-to-noise ratio)."""
-    t = t.double()
-    return torch.log(sde.marginal_std(t) / sde.mean_scale(t))
+    alpha, sigma = alpha_sigma(sde, t, t.double())
+    return torch.log(sigma / alpha)
 
 
 def _softplus(z: torch.Tensor) -> torch.Tensor:
@@ -85,7 +85,7 @@ def likelihood_normaliser(sde: AbstractSDE, t_min: float) -> float:
 def likelihood_time_density(sde: AbstractSDE, t: torch.Tensor, t_min: float) -> torch.Tensor:
     """The importance density q(t) = g(t)²/(sigma(t)²·Z) on [t_min, 1], float64 of t's shape."""
     t = t.double()
-    return sde.diffusion(t) ** 2 / sde.marginal_std(t) ** 2 / likelihood_normaliser(sde, t_min)
+    return sde._diffusion(t) ** 2 / sde._marginal_std(t) ** 2 / likelihood_normaliser(sde, t_min)
 
 
 def likelihood_time(sde: AbstractSDE, u: torch.Tensor, t_min: float) -> torch.Tensor:
@@ -111,7 +111,8 @@ def _draw(sde, x0, generator, t_min, u, noise, time_map):
     if u.shape != (x0.shape[0],) or noise.shape != x0.shape:
         raise ValueError(f"u must have shape ({x0.shape[0]},) and noise {tuple(x0.shape)}")
     t = time_map(sde, u, t_min).to(x0.dtype)
-    return t, noise, sde.perturb(x0, t, noise)
+    alpha, sigma = (batch_view(c, x0) for c in alpha_sigma(sde, t, x0))
+    return t, noise, alpha * x0 + sigma * noise, alpha, sigma
 
 
 def _sq_mean(d: torch.Tensor) -> torch.Tensor:
@@ -121,28 +122,26 @@ def _sq_mean(d: torch.Tensor) -> torch.Tensor:
 
 def dsm_loss(model, sde, x0, *, generator=None, t_min=1e-5, labels=None, u=None, noise=None) -> torch.Tensor:
     """Denoising score matching with λ = sigma²: sigma²·‖s_θ(x_t, t) + ε/sigma‖², t ~ U[t_min, 1]. (batch,)."""
-    t, noise, xt = _draw(sde, x0, generator, t_min, u, noise, uniform_time)
-    sigma = batch_view(sde.marginal_std(t, x0), x0)
+    t, noise, xt, _, sigma = _draw(sde, x0, generator, t_min, u, noise, uniform_time)
     return _sq_mean(sigma * model(xt, t, labels, output="score") + noise)
 
 
 def eps_mse_loss(model, sde, x0, *, generator=None, t_min=1e-5, labels=None, u=None, noise=None) -> torch.Tensor:
     """‖ε_θ(x_t, t) − ε‖², t ~ U[t_min, 1] (Ho et al. 2020). (batch,)."""
-    t, noise, xt = _draw(sde, x0, generator, t_min, u, noise, uniform_time)
+    t, noise, xt, _, _ = _draw(sde, x0, generator, t_min, u, noise, uniform_time)
     return _sq_mean(model(xt, t, labels, output="eps") - noise)
 
 
 def x0_mse_loss(model, sde, x0, *, generator=None, t_min=1e-5, labels=None, u=None, noise=None) -> torch.Tensor:
     """‖x0_θ(x_t, t) − x0‖², t ~ U[t_min, 1]. (batch,)."""
-    t, noise, xt = _draw(sde, x0, generator, t_min, u, noise, uniform_time)
+    t, noise, xt, _, _ = _draw(sde, x0, generator, t_min, u, noise, uniform_time)
     return _sq_mean(model(xt, t, labels, output="x0") - x0)
 
 
 def v_mse_loss(model, sde, x0, *, generator=None, t_min=1e-5, labels=None, u=None, noise=None) -> torch.Tensor:
     """‖v_θ(x_t, t) − v‖² with v = (alpha·σ_d·ε − (sigma/σ_d)·x0)/c, t ~ U[t_min, 1]. (batch,)."""
-    t, noise, xt = _draw(sde, x0, generator, t_min, u, noise, uniform_time)
+    t, noise, xt, alpha, sigma = _draw(sde, x0, generator, t_min, u, noise, uniform_time)
     sigma_data = _unwrap(model).parametrisation.sigma_data
-    alpha, sigma = batch_view(sde.mean_scale(t, x0), x0), batch_view(sde.marginal_std(t, x0), x0)
     target = (alpha * sigma_data * noise - sigma / sigma_data * x0) / v_norm(alpha, sigma, sigma_data)
     return _sq_mean(model(xt, t, labels, output="v") - target)
 
@@ -152,8 +151,7 @@ def likelihood_loss(model, sde, x0, *, generator=None, t_min=1e-5, labels=None, 
 
     Its mean times the data dimension estimates ½∫_{t_min}^1 g²·E‖s_θ − ∇ log p_0t‖² dt in nats.
     """
-    t, noise, xt = _draw(sde, x0, generator, t_min, u, noise, likelihood_time)
-    sigma = batch_view(sde.marginal_std(t, x0), x0)
+    t, noise, xt, _, sigma = _draw(sde, x0, generator, t_min, u, noise, likelihood_time)
     return 0.5 * likelihood_normaliser(sde, t_min) * _sq_mean(sigma * model(xt, t, labels, output="score") + noise)
 
 

@@ -402,13 +402,20 @@ def fld(
     return frechet_distance(*stats[0], *stats[1])
 
 
+def predict_classes(
+    images: np.ndarray | torch.Tensor, model: LeNet5 | None = None, *, batch_size: int = 1000
+) -> np.ndarray:
+    """The LeNet's predicted class of each image, (N,) int64."""
+    x = _as_images(images)
+    logits, _ = _logits_and_features(x, load_lenet() if model is None else model, batch_size)
+    return logits.argmax(1).numpy().astype(np.int64)
+
+
 def class_histogram(
     images: np.ndarray | torch.Tensor, model: LeNet5 | None = None, *, batch_size: int = 1000
 ) -> np.ndarray:
     """Counts of the LeNet's predicted classes, (10,) int64, summing to N."""
-    x = _as_images(images)
-    logits, _ = _logits_and_features(x, load_lenet() if model is None else model, batch_size)
-    return np.bincount(logits.argmax(1).numpy(), minlength=10).astype(np.int64)
+    return np.bincount(predict_classes(images, model, batch_size=batch_size), minlength=10).astype(np.int64)
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,16 @@ def convert(kind: str, out, x, alpha, sigma, sigma_data: float, to: str) -> torc
     raise ValueError(f"unknown output {to!r}; known: {list(KINDS)}")
 
 
+def alpha_sigma(sde, t: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(alpha(t), sigma(t)), each (batch,) in x's dtype, for a (batch,) tensor t already known to lie in [0, T].
+
+    Evaluated in float64 like `AbstractSDE.mean_scale`, but without its range check, which reads t back to
+    the host (a device synchronisation per call on CUDA); the training hot path draws t itself.
+    """
+    td = t.to(device=x.device, dtype=torch.float64)
+    return sde._mean_scale(td).to(x.dtype), sde._marginal_std(td).to(x.dtype)
+
+
 @dataclass(frozen=True)
 class Parametrisation:
     """What the network predicts and how its inputs are scaled (see the module docstring).
@@ -138,9 +148,17 @@ class ScoreModel(nn.Module):
         self.num_classes = num_classes
 
     def coefficients(self, x: torch.Tensor, t: Time) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(t, alpha, sigma): t of shape (batch,), alpha and sigma shaped to broadcast against x."""
-        tt = as_time(t, x, self.sde.T)
-        return tt, batch_view(self.sde.mean_scale(tt, x), x), batch_view(self.sde.marginal_std(tt, x), x)
+        """(t, alpha, sigma): t of shape (batch,), alpha and sigma shaped to broadcast against x.
+
+        A float t, or any t on the CPU, is range-checked (t ∈ [0, T]); a (batch,) tensor on an accelerator
+        is only shape-checked, because reading its values back would stall the device pipeline each call.
+        """
+        if isinstance(t, torch.Tensor) and t.device.type != "cpu" and t.shape == (x.shape[0],):
+            tt = t.to(x.dtype)
+        else:
+            tt = as_time(t, x, self.sde.T)
+        alpha, sigma = alpha_sigma(self.sde, tt, x)
+        return tt, batch_view(alpha, x), batch_view(sigma, x)
 
     def forward(self, x: torch.Tensor, t: Time, y: torch.Tensor | None = None, output: str = "score") -> torch.Tensor:
         check_batched(x)

@@ -107,16 +107,21 @@ class Trainer:
         self.loss_fn = LOSSES[cfg.loss.name]
         self.data_gen = torch.Generator().manual_seed(cfg.seed)
         self.noise_gen = torch.Generator(self.device).manual_seed(cfg.seed + 1)
-        self.step, self.pos = 0, 0
-        self.perm = torch.randperm(len(self.data), generator=self.data_gen)
+        self.step = 0
+        self._set_perm(torch.randperm(len(self.data), generator=self.data_gen), 0)
+
+    def _set_perm(self, perm: torch.Tensor, pos: int) -> None:
+        """The data order of the current epoch (kept on the CPU for checkpoints, on the device for indexing)."""
+        self.perm, self.pos = perm.cpu(), pos
+        self._perm_dev = perm.to(self.device)
 
     # -- batches ------------------------------------------------------------------------------------------------
     def next_batch(self) -> dict:
         """This rank's shard of the next global batch, with its t-uniforms, noise and (dropped) labels."""
         cfg, B, g, dev = self.cfg, self.cfg.batch_size, self.noise_gen, self.device
         if self.pos + B > len(self.perm):  # drop the last partial batch, start a new epoch
-            self.perm, self.pos = torch.randperm(len(self.data), generator=self.data_gen), 0
-        idx = self.perm[self.pos : self.pos + B]
+            self._set_perm(torch.randperm(len(self.data), generator=self.data_gen), 0)
+        idx = self._perm_dev[self.pos : self.pos + B]  # on the device: no host-device copy per step
         self.pos += B
         # Randomness for the whole global batch, drawn in a fixed order on every rank; each keeps its shard.
         u = torch.rand(B, generator=g, device=dev, dtype=torch.float64)
@@ -125,14 +130,14 @@ class Trainer:
         deq = torch.rand((B, *self.data_shape), generator=g, device=dev) if cfg.data.dequantize else None
         n = B // self.dist.world_size
         sl = slice(self.dist.rank * n, (self.dist.rank + 1) * n)
-        x0 = self.data[idx[sl].to(dev)]
+        x0 = self.data[idx[sl]]
         if deq is not None:  # x = lo + (k + u)/256·(hi − lo), k the 8-bit level
             lo, hi = self.data_range
             k = torch.round((x0 - lo) / (hi - lo) * 255)
             x0 = lo + (k + deq[sl]) / 256 * (hi - lo)
         y = None
         if self.labels is not None:
-            y = torch.where(drop[sl], self.num_classes, self.labels[idx[sl].to(dev)])
+            y = torch.where(drop[sl], self.num_classes, self.labels[idx[sl]])
         return {"x0": x0, "labels": y, "u": u[sl], "noise": noise[sl]}
 
     def loss(self, batch: dict, model=None) -> torch.Tensor:
@@ -202,7 +207,8 @@ class Trainer:
         self.model.load_state_dict(state["model"], strict=True)
         self.ema.load_state_dict(state["ema"], strict=True)
         self.opt.load_state_dict(state["optimizer"])
-        self.step, self.pos, self.perm = int(state["step"]), int(state["pos"]), state["perm"]
+        self.step = int(state["step"])
+        self._set_perm(state["perm"], int(state["pos"]))
         self.data_gen.set_state(state["data_gen"])
         self.noise_gen.set_state(state["noise_gen"])
 
@@ -253,8 +259,8 @@ def _run(tr: Trainer, *, resume: bool, progress: bool) -> TrainResult:
     window_loss, window_n, window_t0 = torch.zeros((), device=tr.device, dtype=torch.float64), 0, time.perf_counter()
     last_loss, val_loss = float("nan"), None
     with open(metrics_path, "a") if main else contextlib.nullcontext(io.StringIO()) as log:
+        tr.model.train()  # validation evaluates the EMA copy, so the model stays in training mode
         while tr.step < cfg.steps:
-            tr.model.train()
             loss, norm = tr.train_step()
             window_loss += loss
             window_n += 1
@@ -294,4 +300,3 @@ def _truncate_metrics(path: Path, step: int) -> None:
     if path.exists():
         lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
         path.write_text("".join(ln + "\n" for ln in lines))
-

@@ -114,11 +114,14 @@ def _encoding(ds: xr.Dataset, compression: bool) -> dict:
     return enc
 
 
-def save_trajectory(ds: xr.Dataset, path, compression: bool = False) -> Path:
-    """Write ds to path atomically (temporary file in the same directory, fsync, rename).
+def save_netcdf(ds: xr.Dataset, path, compression: bool = False) -> Path:
+    """Write any Dataset to netCDF4 atomically (temporary file in the same directory, fsync, rename).
+
+    Every variable gets a fletcher32 checksum; coordinates and integer variables get no `_FillValue`; attrs
+    are flattened with `netcdf_attrs`.
 
     Args:
-        ds: a trajectory Dataset (validated first).
+        ds: the Dataset.
         path: target file; parent directories are created.
         compression: zlib-compress the variables (noise-like states barely shrink and writes get much
             slower, hence off by default).
@@ -126,9 +129,10 @@ def save_trajectory(ds: xr.Dataset, path, compression: bool = False) -> Path:
     Returns:
         The path written.
     """
-    check_trajectory(ds)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    ds = ds.copy(deep=False)
+    ds.attrs = netcdf_attrs(ds.attrs)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
     os.close(fd)
     try:
@@ -145,6 +149,12 @@ def save_trajectory(ds: xr.Dataset, path, compression: bool = False) -> Path:
     finally:
         os.close(dir_fd)
     return path
+
+
+def save_trajectory(ds: xr.Dataset, path, compression: bool = False) -> Path:
+    """Validate a trajectory and write it with `save_netcdf` (atomic, checksummed); returns the path."""
+    check_trajectory(ds)
+    return save_netcdf(ds, path, compression)
 
 
 def open_trajectory(path) -> xr.Dataset:

@@ -105,8 +105,6 @@ def write_results(ds: xr.Dataset, out: Path, model_name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from sdegen import checkpoint, data  # written elsewhere in sdegen; imported here so tests can load `evaluate`
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="mnist", help="checkpoint path or shipped model name")
@@ -127,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.num < 1 or args.batch_size < 1:
         p.error("--num and --batch-size must be >= 1")
+
+    from sdegen import checkpoint, data  # imported here so that tests and --help need neither
 
     model = checkpoint.load_model(args.model)
     images = torch.from_numpy(np.asarray(data.read_idx(Path(args.data) / TEST_IMAGES))[: args.num].copy())

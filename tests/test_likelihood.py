@@ -28,16 +28,6 @@ TOL = 1e-4
 SDES = [sdegen.VPSDE(), sdegen.SubVPSDE(), sdegen.VESDE(), sdegen.PowerVESDE()]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # On a shared 2-core machine torch's intra-op pool makes tiny kernels (softmax on (8, 1)) take ~8 ms
-    # instead of µs; these tests run many tiny evaluations, so use one thread and restore it after.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _gaussian3() -> Gaussian:
     return Gaussian(torch.tensor([0.3, -1.0, 2.0]), torch.tensor([0.5, 1.5, 0.1]))
 
@@ -160,12 +150,14 @@ def _hutchinson_784(probe: str, batch: int, k: int = 16):
 def test_hutchinson_stderr_is_honest_784(probe):
     batch, k = 16, 16
     result, exact, var_one = _hutchinson_784(probe, batch, k)
-    # The pooled sample variance over probes (240 degrees of freedom, relative std ≈ 0.09) matches the truth.
+    # The precise check: the pooled sample variance over probes (240 degrees of freedom, relative std ≈ 0.09)
+    # matches the exact variance (measured ratios 1.15 Rademacher, 1.11 Gaussian), and stderr² = variance/K,
+    # so a stderr off by any constant factor (a missing √K, say) fails here.
     ratio = float(result.logp_probes.var(0, correction=1).mean() / var_one)
     assert 0.7 < ratio < 1.35, ratio
     torch.testing.assert_close(result.logp_stderr**2 * k, result.logp_probes.var(0, correction=1))
-    # The errors over stderr are t-distributed with 15 dof (E z² = 1.15); the solver error (~1e-3) is
-    # negligible next to the stderr (~5 nats). A stderr off by a factor 2 (z² × 4 or ÷ 4) falls outside.
+    # A looser end-to-end check: error/stderr is t-distributed with 15 dof (E z² = 1.15; measured mean z² 0.50
+    # and 0.89, max |z| 1.3 and 1.7); the solver error (~1e-3 nats) is negligible next to the stderr (~5 nats).
     z = (result.logp - exact) / result.logp_stderr
     assert 0.35 < float((z**2).mean()) < 2.5 and float(z.abs().max()) < 5
 

@@ -28,9 +28,10 @@ from sdegen.metrics import (
     train_lenet,
 )
 
-# Where the MNIST test split may live: $SDEGEN_MNIST_DIR, the repository's data/mnist, the shared data folder.
-_MNIST_DIRS = [os.environ.get("SDEGEN_MNIST_DIR"), Path(__file__).resolve().parents[1] / "data/mnist"]
-_MNIST_DIRS.append("/work/shared/data/mnist")
+# Where the MNIST test split may live: $SDEGEN_MNIST_DIR, the repository's data/mnist, or the shared data
+# folder beside the repository (../shared/data/mnist, as in CI).
+_ROOT = Path(__file__).resolve().parents[1]
+_MNIST_DIRS = [os.environ.get("SDEGEN_MNIST_DIR"), _ROOT / "data/mnist", _ROOT.parent / "shared/data/mnist"]
 
 
 @pytest.fixture(scope="module")

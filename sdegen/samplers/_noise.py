@@ -50,7 +50,8 @@ def _generators(seed: int, stream: int, batch: int) -> list[torch.Generator]:
 def prior_sample(sde, seed: int, shape: tuple[int, ...], dtype: torch.dtype, device) -> torch.Tensor:
     """x_T ~ N(0, prior_std² I) with sample i drawn from its own generator; shape (batch, *data_shape)."""
     batch, data_shape = shape[0], tuple(shape[1:])
-    rows = [sde.prior_sample((1, *data_shape), generator=g, dtype=torch.float64) for g in _generators(seed, PRIOR, batch)]
+    generators = _generators(seed, PRIOR, batch)
+    rows = [sde.prior_sample((1, *data_shape), generator=g, dtype=torch.float64) for g in generators]
     return torch.cat(rows).to(dtype=dtype, device=device)
 
 

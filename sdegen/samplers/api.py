@@ -36,7 +36,7 @@ def _resolve_seed(seed) -> int:
 
 
 def _save_indices(steps: int, save_every: int | None) -> tuple[int, ...]:
-    every = max(1, steps // 10) if save_every is None else _check_int(save_every, "save_every", 1)
+    every = -(-steps // 10) if save_every is None else _check_int(save_every, "save_every", 1)
     idx = list(range(0, steps + 1, every))
     return tuple(idx if idx[-1] == steps else [*idx, steps])
 

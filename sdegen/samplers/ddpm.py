@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 
-from sdegen.sdes import SubVPSDE, VPSDE
+from sdegen.sdes import VPSDE, SubVPSDE
 
 DDIM_OPTIONS = {"eta": 0.0}
 ANCESTRAL_OPTIONS = {"variance": "posterior"}
@@ -76,4 +76,3 @@ def ddim(run, x, *, eta: float = 0.0):
         if noise is not None:
             x = x + c * noise.randn()
     return x
-

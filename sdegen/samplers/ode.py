@@ -4,8 +4,9 @@ dx/dt = f(t)·x − ½·g(t)²·score(x, t) is integrated from T down to t_min b
 of its explicit methods. Fixed-grid methods step exactly on the run's uniform grid (`steps` intervals, or
 ⌈(T − t_min)/step_size⌉ of them when `step_size` is given). Adaptive methods integrate one saved segment
 per call, with `step_t` at the segment end so that no step crosses it (torchdiffeq otherwise steps past
-the end and interpolates back, evaluating the score below t_min), and carry the last accepted step size
-over as the next segment's `first_step`. Every time torchdiffeq asks for is checked against [t_min, T];
+the end and interpolates back, evaluating the score below t_min), and an explicit `first_step` (5% of the
+first segment, then the last accepted step size) because torchdiffeq's initial-step heuristic probes f at
+an unbounded distance. Every time torchdiffeq asks for is checked against [t_min, T];
 any outside it (clamped by `ProbabilityFlowODE`) is counted in the attribute `clamped_evals`.
 """
 
@@ -76,9 +77,10 @@ def ode(run, x, *, method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-
         run.callback(a, x)
         if adaptive:
             guard.accepted = []
-            opts = {"step_t": ts[b : b + 1]}
-            if first_step is not None:
-                opts["first_step"] = min(first_step, float(ts[a] - ts[b]))
+            length = float(ts[a] - ts[b])
+            # torchdiffeq's own initial-step guess probes f at t0 + h0 with h0 unbounded (seen: t = −2.2), so
+            # start every segment from a given step: 5% of the first segment, then the last accepted step.
+            opts = {"step_t": ts[b : b + 1], "first_step": min(first_step or 0.05 * length, length)}
             x = odeint(guard, x, ts[[a, b]], method=method, rtol=rtol, atol=atol, options=opts)[-1]
             # The last accepted step was cut short at the segment end; the one before is the controller's.
             first_step = max(guard.accepted[-2:]) if guard.accepted else None

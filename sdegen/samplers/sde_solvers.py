@@ -11,14 +11,20 @@ one step; a single call over the whole grid would insert sliver steps where accu
 a grid point). torchsde evaluates the drift once per call to check shapes and the SRK tableau re-evaluates
 stages: `_MemoSDE` answers the first with zeros and returns a stored drift for a repeated (s, y), so neither
 costs a score evaluation.
-The Brownian motion is `GridBrownian` (per-sample streams: sample i is the same whatever the batch size)
-unless `brownian="interval"` (one `torchsde.BrownianInterval` for the batch, entropy from the seed: the
-same Brownian path at every step size, needed for adaptive stepping and for convergence studies).
+The Brownian motion (`brownian=`):
+* "grid" (default for fixed steps): `GridBrownian`, per-sample streams, so sample i is the same whatever
+  the batch size; it answers grid-interval queries only.
+* "interval" (default for adaptive steps): one `torchsde.BrownianInterval(t0, t1, size, dt=h, entropy)` for
+  the batch, the fast torchsde way.
+* "tree": a torchsde Brownian interval with a halfway tree, so the same seed gives the same Brownian path at
+  every step count 2^k (what strong-convergence studies need).
 Adaptive steps (`adaptive=True`, torchsde's step doubling with `rtol`, `atol`, `dt_min`) integrate one
 saved segment per call.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 import torchsde
@@ -27,6 +33,7 @@ from sdegen._checks import check_positive
 from sdegen.samplers._noise import NOISE, FloatTimeBrownian, GridBrownian, derive_seed
 
 SDE_OPTIONS = {"adaptive": False, "rtol": 1e-3, "atol": 1e-3, "dt_min": 1e-5, "brownian": None}
+BROWNIAN_KINDS = ("grid", "interval", "tree")
 
 
 class _MemoSDE(torch.nn.Module):
@@ -63,25 +70,32 @@ class _MemoSDE(torch.nn.Module):
         return self.inner.g(s, y)
 
 
-def _brownian(run, method: str, kind: str, s_grid: list[float], size):
+def _brownian(run, kind: str, s_grid: list[float], size):
+    """The Brownian motion for `kind` ("grid", "interval" or "tree"); see the module docstring."""
     if kind == "grid":
         return GridBrownian(s_grid, run.seed, size, run.dtype, run.device)
-    levy = "space-time" if method == "srk" else "none"
-    bm = torchsde.BrownianInterval(
-        t0=s_grid[0], t1=s_grid[-1], size=size, dtype=run.dtype, device=run.device,
-        entropy=derive_seed(run.seed, NOISE, 0) % (2**63), dt=s_grid[1] - s_grid[0], levy_area_approximation=levy,
-    )  # fmt: skip
-    return FloatTimeBrownian(bm)
+    common = {
+        "t0": s_grid[0], "t1": s_grid[-1], "size": size, "dtype": run.dtype, "device": run.device,
+        "entropy": derive_seed(run.seed, NOISE, 0) % (2**63),
+        # Always with space-time Lévy area (SRK needs it): the Brownian path then does not depend on the method.
+        "levy_area_approximation": "space-time",
+    }  # fmt: skip
+    h = s_grid[1] - s_grid[0]
+    if kind == "interval":
+        return FloatTimeBrownian(torchsde.BrownianInterval(dt=h, **common))
+    # Halfway tree: splits only at midpoints, so W at a dyadic point of [0, T − t_min] does not depend on the
+    # query pattern; times are resolved to tol (torchsde rounds them to ⌈−log10 tol⌉ digits).
+    return FloatTimeBrownian(torchsde.BrownianInterval(tol=min(1e-6, 1e-3 * h), halfway_tree=True, **common))
 
 
 def _sdeint(run, x, method: str, sde_type: str, options: dict, method_options: dict | None = None):
     """Integrate the reverse SDE with a torchsde method from run.ts[0] = T down to t_min."""
     adaptive = bool(options["adaptive"])
     kind = options["brownian"] or ("interval" if adaptive else "grid")
-    if kind not in ("grid", "interval"):
-        raise ValueError(f"brownian must be 'grid' or 'interval', got {kind!r}")
+    if kind not in BROWNIAN_KINDS:
+        raise ValueError(f"brownian must be one of {list(BROWNIAN_KINDS)}, got {kind!r}")
     if adaptive and kind == "grid":
-        raise ValueError("adaptive=True needs brownian='interval' (adaptive steps query the Brownian motion off-grid)")
+        raise ValueError("adaptive=True needs brownian='interval' or 'tree' (adaptive steps query off the grid)")
     rtol, atol = check_positive(options["rtol"], "rtol"), check_positive(options["atol"], "atol")
     dt_min = check_positive(options["dt_min"], "dt_min")
     rev = _MemoSDE(run.sde.reverse(run.raw_score, data_shape=run.data_shape, sde_type=sde_type, t_min=run.t_min))
@@ -89,7 +103,7 @@ def _sdeint(run, x, method: str, sde_type: str, options: dict, method_options: d
     s_grid[0] = 0.0
     s_ts = torch.tensor(s_grid, dtype=torch.float64)
     y = x.reshape(x.shape[0], -1)  # (batch, d)
-    bm = _brownian(run, method, kind, s_grid, tuple(y.shape))
+    bm = _brownian(run, kind, s_grid, tuple(y.shape))
     extra = None
     if not adaptive:
         for k in range(run.steps):
@@ -105,10 +119,14 @@ def _sdeint(run, x, method: str, sde_type: str, options: dict, method_options: d
     for a, b in run.segments():
         run.callback(a, y.reshape(x.shape))
         rev.expect_check()
-        ys, extra = torchsde.sdeint(
-            rev, y, s_ts[[a, b]], bm=bm, method=method, dt=s_grid[1] - s_grid[0], adaptive=True, rtol=rtol,
-            atol=atol, dt_min=dt_min, options=method_options, extra=True, extra_solver_state=extra,
-        )  # fmt: skip
+        with warnings.catch_warnings():
+            # torchsde warns about adaptive Euler with "non-additive" noise because the SDE declares diagonal
+            # noise (the only cheap layout); g here depends on t only, so the noise is additive.
+            warnings.filterwarnings("ignore", message="Numerical solution is not guaranteed to converge")
+            ys, extra = torchsde.sdeint(
+                rev, y, s_ts[[a, b]], bm=bm, method=method, dt=s_grid[1] - s_grid[0], adaptive=True, rtol=rtol,
+                atol=atol, dt_min=dt_min, options=method_options, extra=True, extra_solver_state=extra,
+            )  # fmt: skip
         y = ys[-1]
     return y.reshape(x.shape)
 
