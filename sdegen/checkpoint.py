@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,9 +199,19 @@ class Model:
         )
 
 
+def _is_sdegen_file(path: Path) -> bool:
+    """Cheap test for an sdegen checkpoint: its pickle (a small zip member, tensors are separate) names FORMAT."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            pickles = [n for n in z.namelist() if n.endswith("/data.pkl")]
+            return bool(pickles) and FORMAT.encode() in z.read(pickles[0])
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def shipped_models() -> list[str]:
-    """Names of the models shipped in sdegen/models/."""
-    return sorted(p.stem for p in MODEL_DIR.glob("*.pt"))
+    """Names of the score models shipped in sdegen/models/ (other files there, e.g. the LeNet, are skipped)."""
+    return sorted(p.stem for p in MODEL_DIR.glob("*.pt") if _is_sdegen_file(p))
 
 
 def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
@@ -232,7 +243,8 @@ def load_model(name_or_path: str | os.PathLike, map_location: str | torch.device
         raise CheckpointError(f"{ck.path}: stored config is invalid ({e})") from e
     st = ck.state
     try:
-        model = make_score_model(config, tuple(st["data_shape"]), st["num_classes"])
+        with torch.random.fork_rng(devices=[]):  # the throw-away init must not advance the caller's global RNG
+            model = make_score_model(config, tuple(st["data_shape"]), st["num_classes"])
         model.load_state_dict(st["ema"], strict=True)
     except (KeyError, RuntimeError, ValueError) as e:
         raise CheckpointError(f"{ck.path}: weights do not match the network of its config ({e})") from e

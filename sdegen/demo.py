@@ -64,7 +64,10 @@ def run_demo(out: Path, *, num_samples: int = 36, seed: int = 0) -> int:
     plots.animation(sdegen.open_trajectory(out / "euler.nc"), out / "euler.gif")
     plots.component_paths(sdegen.open_trajectory(out / "euler.nc"), out / "euler_paths.png")
 
-    lines = ["| solver | steps | NFE | seconds | class entropy | LeNet agrees with label |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| solver | steps | NFE | seconds | class entropy | LeNet agrees with label |",
+        "|---|---|---|---|---|---|",
+    ]
     lines += [f"| {s} | {st} | {n} | {sec:.1f} | {ent:.3f} | {agree:.2f} |" for s, st, n, sec, ent, agree, _ in rows]
     lines += ["", _likelihood_line()]
     table = "\n".join(lines)

@@ -179,7 +179,7 @@ def component_paths(
         out: if given, the figure is also saved there.
         components: flat indices of data coordinates (pixels for images), one panel each; default: the
             first coordinate (the centre pixel for images).
-        samples: which samples to draw.
+        samples: which samples to draw (indices beyond the batch are skipped).
         dist: optional `sdegen.analytic` distribution of the data.
     """
     t = ds["time"].values
@@ -188,7 +188,8 @@ def component_paths(
     if _is_image(ds) and tuple(components) == (0,):
         c, h, w = ds["x"].shape[2:]
         components = ((h // 2) * w + w // 2,)  # the centre pixel of channel 0 (a corner pixel is constant)
-    components, samples = list(components), list(samples)
+    components = list(components)
+    samples = [i for i in samples if i < ds.sizes["sample"]]  # the default asks for 5; a run may have fewer
     fig = _figure(figsize=(6, 2.6 * len(components)))
     for row, j in enumerate(components):
         ax = fig.add_subplot(len(components), 1, row + 1)

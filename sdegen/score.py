@@ -153,12 +153,14 @@ class ScoreModel(nn.Module):
         A float t, or any t on the CPU, is range-checked (t ∈ [0, T]); a (batch,) tensor on an accelerator
         is only shape-checked, because reading its values back would stall the device pipeline each call.
         """
-        if isinstance(t, torch.Tensor) and t.device.type != "cpu" and t.shape == (x.shape[0],):
-            tt = t.to(x.dtype)
-        else:
-            tt = as_time(t, x, self.sde.T)
+        tt = self._time(t, x)
         alpha, sigma = alpha_sigma(self.sde, tt, x)
         return tt, batch_view(alpha, x), batch_view(sigma, x)
+
+    def _time(self, t: Time, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(t, torch.Tensor) and t.device.type != "cpu" and t.shape == (x.shape[0],):
+            return t.to(x.dtype)  # no range check on accelerators: it would synchronise (see `coefficients`)
+        return as_time(t, x, self.sde.T)
 
     def forward(self, x: torch.Tensor, t: Time, y: torch.Tensor | None = None, output: str = "score") -> torch.Tensor:
         check_batched(x)
@@ -206,11 +208,14 @@ class ScoreModel(nn.Module):
         if guidance and labels is None:
             raise ValueError("classifier-free guidance needs labels")
 
+        if labels is not None:  # validate once, not at every score evaluation
+            self._labels(labels, torch.empty(torch.as_tensor(labels).reshape(-1).shape[0]))
+
         def score(x: torch.Tensor, t: Time) -> torch.Tensor:
             y = self._labels(labels, x)
             if not guidance:
                 return self(x, t, y)
-            tt = as_time(t, x, self.sde.T)
+            tt = self._time(t, x)
             null = torch.full_like(y, self.num_classes)
             both = self(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([y, null]))
             cond, uncond = both.chunk(2)
@@ -219,12 +224,14 @@ class ScoreModel(nn.Module):
         return score
 
     def _labels(self, labels, x: torch.Tensor) -> torch.Tensor | None:
+        """Labels as a (batch,) long tensor on x's device; values checked on the CPU copy only once."""
         if labels is None:
             return None
-        y = torch.as_tensor(labels, dtype=torch.long, device=x.device)
+        y = torch.as_tensor(labels, dtype=torch.long)
+        if y.device.type == "cpu" and ((y < 0).any() or (y > self.num_classes).any()):
+            raise ValueError(f"labels must lie in [0, {self.num_classes}] ({self.num_classes} = null label)")
+        y = y.to(x.device)
         y = y.expand(x.shape[0]) if y.ndim == 0 else y
         if y.shape != (x.shape[0],):
             raise ValueError(f"labels must be an int or have shape ({x.shape[0]},), got {tuple(y.shape)}")
-        if (y < 0).any() or (y > self.num_classes).any():
-            raise ValueError(f"labels must lie in [0, {self.num_classes}] ({self.num_classes} = null label)")
         return y

@@ -32,7 +32,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from sdegen._checks import Time, as_time, batch_view, check_batched, check_finite, check_positive
+from sdegen._checks import Time, as_time, batch_view, check_batched, check_positive
 
 
 class AbstractSDE(ABC):

@@ -2,19 +2,26 @@
 
 Command (from the repository root):
 
-    .venv/bin/python studies/training_throughput.py --rounds 3 --threads 2
+    .venv/bin/python studies/training_throughput.py --rounds 5 --window 60 --threads 1
 
 For each workload it times `sdegen.training.train` (the real loop: data order, generators, loss through the
 parametrisation, warm-up lr, gradient clipping, Adam, EMA, metric logging; validation and checkpoints off
 inside the timed windows) and a bare loop written out below with the *same* network, batch, optimizer and
-arithmetic (x_t = alpha·x0 + sigma·ε, preconditioned input, ε-MSE, clip, Adam, EMA). Both report images per
-second over steady-state windows after a warm-up; the rounds alternate loop and bare so that load on a
-shared machine hits both alike, and the table gives the medians. A second bare column drops clipping and
-EMA to show what they cost. Target: loop / bare >= 0.95.
+arithmetic (x_t = alpha·x0 + sigma·ε, preconditioned input, ε-MSE, clip, Adam, EMA). Columns:
 
-Workloads: the toy recipe (2-D MLP, configs/toy.json: per-step time is tiny, so overhead shows most) and
-the MNIST recipe (configs/mnist.json; on CPU on the offline 5000-digit subset with batch 32 to keep the run
-short). Prints a Markdown table and writes it to studies/results/training_throughput.md (or --out).
+* loop / bare img/s: wall-clock images per second over steady-state windows after a warm-up window (the
+  loop's own metrics.jsonl throughput), medians over rounds that alternate loop and bare;
+* step-interleaved ratio (CPU only): `Trainer.train_step` and the bare step called alternately, step by
+  step, each timed with this process's CPU time, so load from other jobs on a shared machine cancels
+  (the whole-run columns swing by ±20% per round there); it leaves out train()'s per-step bookkeeping
+  (two counters, a modulo test, a no-op progress update);
+* bare, no clip/EMA: what gradient clipping and the EMA cost.
+
+Target: loop / bare >= 0.95. On a CPU use one thread: two OpenMP threads on two busy cores were measured
+40x slower than one. Workloads: the toy recipe (2-D MLP, configs/toy.json: the step is tiny, so overhead
+shows most) and the MNIST recipe (configs/mnist.json; on CPU on the offline 5000-digit subset with batch
+16 and windows of window/4 steps). Prints a Markdown table and writes it to
+studies/results/training_throughput.md (or --out).
 """
 
 from __future__ import annotations
@@ -32,24 +39,22 @@ import torch
 from sdegen.config import load_config, make_score_model
 from sdegen.data import get_dataset
 from sdegen.score import alpha_sigma
-from sdegen.training import train
-
-WARMUP = 10  # steps before timing: allocator, first-call costs
+from sdegen.training import Trainer, train
 
 
 def loop_images_per_s(cfg, window: int, windows: int) -> float:
-    """Median images/s of train() over `windows` logging windows of `window` steps (the first is warm-up)."""
+    """Median images/s that train() logs over `windows` windows of `window` steps after a warm-up window."""
     with tempfile.TemporaryDirectory() as out:
-        run = dataclasses.replace(
+        c = dataclasses.replace(
             cfg, steps=window * (windows + 1), log_every=window, val_every=0, checkpoint_every=10**9, out_dir=out
         )
-        train(run, resume=False, progress=False)
+        train(c, resume=False, progress=False)
         lines = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     return statistics.median(x["images_per_s"] for x in lines[1:])
 
 
-def bare_images_per_s(cfg, window: int, windows: int, *, extras: bool = True) -> float:
-    """The same training step written as a plain PyTorch loop; `extras` adds clipping and EMA."""
+def bare_step(cfg, *, extras: bool = True):
+    """One training step as a plain PyTorch function (same net, batch, Adam); `extras` adds clipping and EMA."""
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu")
     ds = get_dataset(cfg.data.name, num_samples=cfg.data.num_samples, verbose=False)
     data = ds.data.to(device)
@@ -57,8 +62,9 @@ def bare_images_per_s(cfg, window: int, windows: int, *, extras: bool = True) ->
         torch.manual_seed(cfg.seed)
         model = make_score_model(cfg, ds.data_shape, None).to(device)
     net, sde, sd = model.net, model.sde, cfg.score.sigma_data
-    ema = [p.detach().clone() for p in net.parameters()]
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.optim.lr, fused=device.type == "cuda")
+    params = list(net.parameters())
+    ema = [p.detach().clone() for p in params]
+    opt = torch.optim.Adam(params, lr=cfg.optim.lr, fused=device.type == "cuda")
     gen = torch.Generator(device).manual_seed(0)
     B, shape = cfg.batch_size, (-1,) + (1,) * len(ds.data_shape)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
@@ -76,12 +82,18 @@ def bare_images_per_s(cfg, window: int, windows: int, *, extras: bool = True) ->
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if extras:
-            torch.nn.utils.clip_grad_norm_(list(net.parameters()), cfg.optim.grad_clip, foreach=True)
+            torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip, foreach=True)
         opt.step()
         if extras:
             with torch.no_grad():
-                torch._foreach_lerp_(ema, list(net.parameters()), 1 - cfg.ema_decay)
+                torch._foreach_lerp_(ema, params, 1 - cfg.ema_decay)
 
+    return step, device
+
+
+def bare_images_per_s(cfg, window: int, windows: int, *, extras: bool = True) -> float:
+    """Median wall-clock images/s of the bare step over `windows` windows after a warm-up window."""
+    step, device = bare_step(cfg, extras=extras)
     rates = []
     for w in range(windows + 1):
         if device.type == "cuda":
@@ -92,16 +104,34 @@ def bare_images_per_s(cfg, window: int, windows: int, *, extras: bool = True) ->
         if device.type == "cuda":
             torch.cuda.synchronize()
         if w:  # the first window is warm-up, as for the loop
-            rates.append(window * B / (time.perf_counter() - t0))
+            rates.append(window * cfg.batch_size / (time.perf_counter() - t0))
     return statistics.median(rates)
+
+
+def interleaved_ratio(cfg, steps: int) -> float:
+    """(bare CPU time)/(Trainer.train_step CPU time), the two called alternately step by step (CPU only)."""
+    with tempfile.TemporaryDirectory() as out:
+        tr = Trainer(dataclasses.replace(cfg, out_dir=out), verbose=False)
+    bare, _ = bare_step(cfg)
+    for _ in range(5):  # warm-up
+        tr.train_step()
+        bare()
+    t_loop = t_bare = 0.0
+    for _ in range(steps):
+        t0 = time.process_time()
+        tr.train_step()
+        t1 = time.process_time()
+        bare()
+        t_loop, t_bare = t_loop + t1 - t0, t_bare + time.process_time() - t1
+    return t_bare / t_loop
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=3, help="alternating loop/bare measurements per workload")
-    ap.add_argument("--window", type=int, default=20, help="steps per timed window")
+    ap.add_argument("--rounds", type=int, default=5, help="alternating loop/bare measurements per workload")
+    ap.add_argument("--window", type=int, default=60, help="steps per timed window (image workloads on CPU: /4)")
     ap.add_argument("--windows", type=int, default=3, help="timed windows per measurement (plus one warm-up)")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 on a shared CPU)")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--out", type=Path, default=Path("studies/results/training_throughput.md"))
     args = ap.parse_args()
@@ -111,22 +141,8 @@ def main():
     workloads = {
         "toy (MLP, 2-D spiral)": load_config("toy", common),
         # On CPU: the offline 5000-digit subset and a small batch, to keep the run short.
-        "mnist recipe": load_config("mnist", common if cuda else [*common, "data.name=mnist-subset", "batch_size=32"]),
+        "mnist recipe": load_config("mnist", common if cuda else [*common, "data.name=mnist-subset", "batch_size=16"]),
     }
-    rows = []
-    for name, cfg in workloads.items():
-        loop, bare, plain = [], [], []
-        for _ in range(args.rounds):
-            loop.append(loop_images_per_s(cfg, args.window, args.windows))
-            bare.append(bare_images_per_s(cfg, args.window, args.windows))
-            plain.append(bare_images_per_s(cfg, args.window, args.windows, extras=False))
-        lm, bm, pm = statistics.median(loop), statistics.median(bare), statistics.median(plain)
-        ratios = sorted(a / b for a, b in zip(loop, bare, strict=True))  # per round: both under the same load
-        rows.append(
-            f"| {name} | {cfg.net.name} | {'cuda' if cuda else 'cpu'} | {cfg.batch_size} | {lm:,.0f} | {bm:,.0f} | "
-            f"{lm / bm:.3f} | {ratios[0]:.2f}–{ratios[-1]:.2f} | {pm:,.0f} |"
-        )
-        print(rows[-1], flush=True)
     cols = [
         "workload",
         "net",
@@ -136,10 +152,27 @@ def main():
         "bare img/s (same work)",
         "loop/bare",
         "per-round",
-        "bare, no clip/EMA",
+        "step-interleaved loop/bare",
+        "bare, no clip/EMA img/s",
     ]
-    header = "| " + " | ".join(cols) + " |"
-    table = "\n".join([header, "|---" * 9 + "|", *rows])
+    rows = []
+    for name, cfg in workloads.items():
+        window = args.window if cuda or cfg.net.name == "mlp" else max(2, args.window // 4)
+        loop_images_per_s(cfg, window, 1)  # discarded: one-time costs (lazy imports, allocator)
+        loop, bare, plain = [], [], []
+        for _ in range(args.rounds):
+            loop.append(loop_images_per_s(cfg, window, args.windows))
+            bare.append(bare_images_per_s(cfg, window, args.windows))
+            plain.append(bare_images_per_s(cfg, window, args.windows, extras=False))
+        lm, bm, pm = statistics.median(loop), statistics.median(bare), statistics.median(plain)
+        ratios = sorted(a / b for a, b in zip(loop, bare, strict=True))  # per round: both under similar load
+        inter = "n/a (CUDA)" if cuda else f"{interleaved_ratio(cfg, window * args.windows):.3f}"
+        rows.append(
+            f"| {name} | {cfg.net.name} | {'cuda' if cuda else 'cpu'} | {cfg.batch_size} | {lm:,.0f} | "
+            f"{bm:,.0f} | {lm / bm:.3f} | {ratios[0]:.2f}–{ratios[-1]:.2f} | {inter} | {pm:,.0f} |"
+        )
+        print(rows[-1], flush=True)
+    table = "\n".join(["| " + " | ".join(cols) + " |", "|---" * len(cols) + "|", *rows])
     print("\n" + table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(f"# Training throughput (target loop/bare >= 0.95)\n\n{table}\n")

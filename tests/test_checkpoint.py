@@ -111,7 +111,9 @@ def test_mismatched_config_and_weights_raise_naming_the_file(run, tmp_path):
 
 
 def test_load_model_and_export_ema(run, tmp_path):
+    rng = torch.random.get_rng_state()
     m = load_model(run / "checkpoint.pt")
+    assert torch.equal(rng, torch.random.get_rng_state())  # loading leaves the global RNG alone
     assert isinstance(m, Model) and m.data_shape == (2,) and m.data_range is None and m.num_classes is None
     assert m.step == 6 and m.sde.name == "vp" and len(m.sha256) == 64
     small = tmp_path / "model.pt"

@@ -10,8 +10,10 @@ Data x0 ~ N(μ, diag(s²)) with the exact score makes the reverse SDE linear wit
 * Deterministic solvers: error against the exact probability-flow map (`Gaussian.flow_map`).
 
 The log-log slope over the step counts is fitted by least squares and must lie in [order − 0.3,
-order + 0.5] (stated band: pre-asymptotic terms push slopes up, e.g. SRK shows ~1.7 for its 1.5). States
-are float64; the stored trajectory is float32, so errors are kept above ~1e-6.
+order + 0.5] for the fast tests; the slow all-method tests allow [order − 0.3, order + 0.7] because
+pre-asymptotic terms push slopes up (SRK's drift-dominated error shows ~1.7–2.1 for its strong order 1.5;
+Heun-type weak errors ~2 on this problem). The lower bound is the claim: no method converges slower than it
+declares. States are float64; the stored trajectory is float32, so errors are kept above ~1e-6.
 """
 
 from __future__ import annotations
@@ -48,10 +50,15 @@ def _init(sde, n: int) -> torch.Tensor:
     return GAUSS.marginal(sde, sde.T).sample(n, torch.Generator().manual_seed(1), dtype=torch.float64)
 
 
+def _rms(x: torch.Tensor, ref: torch.Tensor) -> float:
+    """Root-mean-square over paths of the Euclidean error |x − ref|."""
+    return (x - ref).norm(dim=1).pow(2).mean().sqrt().item()
+
+
 def _strong_errors(sde, solver, steps, n, ref_steps):
     init = _init(sde, n)
     ref = _final(sde, "srk", ref_steps, init, brownian="tree")
-    return [(_final(sde, solver, s, init, brownian="tree") - ref).norm(dim=1).pow(2).mean().sqrt().item() for s in steps]
+    return [_rms(_final(sde, solver, s, init, brownian="tree"), ref) for s in steps]
 
 
 def test_strong_order_euler_and_heun():
@@ -62,7 +69,7 @@ def test_strong_order_euler_and_heun():
     init = _init(sde, 256)
     ref = _final(sde, "srk", 128, init, brownian="tree")
     for solver in ("euler", "heun"):
-        errs = [(_final(sde, solver, s, init, brownian="tree") - ref).norm(dim=1).pow(2).mean().sqrt().item() for s in steps]
+        errs = [_rms(_final(sde, solver, s, init, brownian="tree"), ref) for s in steps]
         _assert_order(_slope(steps, errs), SOLVERS[solver].strong_order, f"{solver} strong")
 
 
@@ -70,17 +77,22 @@ def test_strong_order_euler_and_heun():
 @pytest.mark.parametrize("sde", [sdegen.VPSDE(), sdegen.VESDE()], ids=["vp", "ve"])
 @pytest.mark.parametrize("solver", ["euler", "milstein", "heun", "midpoint", "srk", "reversible_heun"])
 def test_strong_orders_all_torchsde_methods(sde, solver):
-    steps = [32, 64, 128, 256] if solver != "reversible_heun" else [128, 256, 512]
+    # Reversible Heun is still leaving its unstable transient at 128–512 steps (error ratios 6.0, 2.8 per
+    # halving on VE), so it is fitted on finer grids. SRK's error is drift-dominated here (its drift is 3rd
+    # order): on VE it halves by ~4.3 per step doubling (slope ~2.1), above its strong order 1.5.
+    steps = [32, 64, 128, 256] if solver != "reversible_heun" else [256, 512, 1024]
     errs = _strong_errors(sde, solver, steps, 256, 2048)
-    _assert_order(_slope(steps, errs), SOLVERS[solver].strong_order, f"{solver} strong on {sde.name}")
+    slope, order = _slope(steps, errs), SOLVERS[solver].strong_order
+    assert order - 0.3 <= slope <= order + 0.7, f"{solver} strong on {sde.name}: slope {slope:.2f}, order {order}"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("solver", ["euler", "heun", "midpoint", "srk"])
 def test_weak_orders(solver):
     sde = sdegen.VPSDE()
-    steps = [8, 16, 32, 64]
-    init = _init(sde, 4096)
+    # n = 16384 paths: at 64 steps Heun's weak error (~1e-3) is ~4 Monte Carlo standard errors (~3e-4).
+    steps = [16, 32, 64]
+    init = _init(sde, 16384)
     ref = _final(sde, "srk", 512, init, brownian="tree")
     xs = [_final(sde, solver, s, init, brownian="tree") for s in steps]
     for j in range(2):

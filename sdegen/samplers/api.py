@@ -78,7 +78,7 @@ def sample(
     dtype: torch.dtype = torch.float32,
     device=None,
     score_source: str | None = None,
-    data_range: str = "unspecified",
+    data_range="unspecified",
     **options,
 ) -> xr.Dataset:
     """Sample by solving the reverse-time SDE or probability-flow ODE from T down to t_min.
@@ -104,7 +104,8 @@ def sample(
         compression: zlib compression of the streamed file.
         init: (batch, *data_shape) starting state at t = T instead of a prior draw.
         dtype, device: of the state (float32 default; the trajectory stores x as float32).
-        score_source, data_range: descriptions stored in the attributes.
+        score_source, data_range: descriptions stored in the attributes (data_range, e.g. (0.0, 1.0), is stored
+            as a JSON string when it is not a string).
         **options: solver options (see each solver's `SolverInfo.options`); unknown names warn.
 
     Returns:

@@ -4,7 +4,7 @@ Each step from t_k down to t_{k+1} (h = t_k − t_{k+1} > 0) first *predicts* wi
 solver, then *corrects* with `corrector_steps` Langevin MCMC steps that target p_{t_{k+1}}:
 
 * predictor "euler" (Euler–Maruyama): x ← x − [f(t_k)x − g(t_k)²·s(x, t_k)]·h + g(t_k)√h·z;
-* predictor "reverse_diffusion" (Song et al. 2021, eq. 46 / App. E): with the exact forward transition
+* predictor "reverse_diffusion" (Song et al. 2021, App. E): with the exact forward transition
   x_{t_k} = a·x_{t_{k+1}} + G·z, a = alpha_k/alpha_{k+1}, G² = sigma_k² − a²·sigma_{k+1}²,
   x ← x − (a − 1)x + G²·s(x, t_k) + G·z (for VE: G² = sigma_k² − sigma_{k+1}²; for VP: G² = β_i);
 * corrector (Alg. 2/3): ε = 2·r·(snr·‖z‖/‖s‖)², x ← x + ε·s(x, t_{k+1}) + √(2ε)·z, with r = 1 for VE and

@@ -137,23 +137,23 @@ def euler(run, x, **options):
 
 
 def milstein(run, x, **options):
-    """Derivative-free Milstein (Kloeden & Platen 1992, eq. 11.1.5); equals Euler–Maruyama for additive noise."""
+    """Derivative-free Milstein (Kloeden & Platen 1992, Sec. 11.1); equals Euler–Maruyama for additive noise."""
     # g does not depend on x, so the derivative-free correction (g(y') − g(y))·(ΔW² − h)/(2√h) is exactly zero.
     return _sdeint(run, x, "milstein", "ito", options, {"grad_free": True})
 
 
 def srk(run, x, **options):
-    """Stochastic Runge–Kutta SRID2 of Rößler 2010 (SIAM J. Numer. Anal. 48, Table 5.2), strong order 1.5."""
+    """Stochastic Runge–Kutta, Rößler 2010 (SIAM J. Numer. Anal. 48) SRID2 tableau, strong order 1.5."""
     return _sdeint(run, x, "srk", "ito", options)
 
 
 def heun(run, x, **options):
-    """Stochastic Heun on the Stratonovich form (Kloeden & Platen 1992, eq. 15.5.6 family; Rümelin 1982)."""
+    """Stochastic Heun method on the Stratonovich form (Rümelin 1982, SIAM J. Numer. Anal. 19)."""
     return _sdeint(run, x, "heun", "stratonovich", options)
 
 
 def midpoint(run, x, **options):
-    """Stochastic midpoint method on the Stratonovich form (Burrage, Burrage & Tian 2004, Sec. 4)."""
+    """Stochastic midpoint rule on the Stratonovich form (Burrage, Burrage & Tian 2004, Proc. R. Soc. A 460)."""
     return _sdeint(run, x, "midpoint", "stratonovich", options)
 
 
