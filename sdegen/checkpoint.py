@@ -72,6 +72,12 @@ def _checksum(kind: str, config: str, meta: str, tensors: dict[str, torch.Tensor
     return h.hexdigest()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     """torch.save to a temporary file beside `path`, fsync, then os.replace (and fsync the directory)."""
     path = Path(path)
@@ -82,6 +88,7 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
