@@ -26,11 +26,9 @@ fld_score(samples, n=500) <= 2 x fld_reference(n=500).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -237,21 +235,9 @@ def save_lenet(model: LeNet5, path: str | os.PathLike, *, metadata: dict | None 
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     meta = json.dumps({"format": _FORMAT, **(metadata or {})}, sort_keys=True)
     digest = _payload_sha256(state, meta)
-    buf = io.BytesIO()
-    torch.save({"state_dict": state, "metadata": meta, "sha256": digest}, buf)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a shipped model must be readable by everyone
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from sdegen.checkpoint import atomic_torch_save  # the one atomic writer for torch files
+
+    atomic_torch_save({"state_dict": state, "metadata": meta, "sha256": digest}, path)
     return digest
 
 
