@@ -32,8 +32,6 @@ class CountingScore:
     """
 
     def __init__(self, score, t_min: float, T: float, check: bool = True):
-        if isinstance(score, CountingScore):
-            score = score.score
         if not callable(score):
             raise TypeError(f"score must be callable as score(x, t), got {type(score).__name__}")
         self.score = score
