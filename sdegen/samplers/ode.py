@@ -2,12 +2,16 @@
 
 dx/dt = f(t)·x − ½·g(t)²·score(x, t) is integrated from T down to t_min by `torchdiffeq.odeint` with any
 of its explicit methods. Fixed-grid methods step exactly on the run's uniform grid (`steps` intervals, or
-⌈(T − t_min)/step_size⌉ of them when `step_size` is given). Adaptive methods integrate one saved segment
-per call, with `step_t` at the segment end so that no step crosses it (torchdiffeq otherwise steps past
-the end and interpolates back, evaluating the score below t_min), and an explicit `first_step` (5% of the
-first segment, then the last accepted step size) because torchdiffeq's initial-step heuristic probes f at
-an unbounded distance. Every time torchdiffeq asks for is checked against [t_min, T];
-any outside it (clamped by `ProbabilityFlowODE`) is counted in the attribute `clamped_evals`.
+⌈(T − t_min)/step_size⌉ of them when `step_size` is given), one `odeint` call per saved segment so that
+each saved state is written as soon as it is computed. Adaptive methods make one `odeint` call over all
+saved times: the step-size controller runs undisturbed from T to t_min (no restart, no extra evaluation
+per saved state) and the saved states in between come from the method's dense output, so the final
+sample does not depend on `save_every`; they are recorded (and streamed to `out=`) when the solve ends.
+`step_t = [t_min]` makes the last step land on t_min (torchdiffeq otherwise steps past the end and
+interpolates back, evaluating the score below t_min), and an explicit `first_step` (0.5% of T − t_min)
+replaces torchdiffeq's initial-step heuristic, which probes f at an unbounded distance. Every time
+torchdiffeq asks for is checked against [t_min, T]; any outside it (clamped by `ProbabilityFlowODE`) is
+counted in the attribute `clamped_evals`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ FIXED_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams",
 ODE_OPTIONS = {"method": "dopri5", "rtol": 1e-5, "atol": 1e-5, "step_size": None}
 
 _SLACK = 1e-9
+FIRST_STEP = 0.005  # adaptive methods start with a step of this fraction of T − t_min
 
 
 class _GuardedFlow(torch.nn.Module):
@@ -37,15 +42,6 @@ class _GuardedFlow(torch.nn.Module):
         if tf < self.t_min - _SLACK or tf > self.T + _SLACK:
             self.outside += 1
         return self.flow(t, x)
-
-
-class _AdaptiveGuardedFlow(_GuardedFlow):
-    """Also remember the accepted step sizes (torchdiffeq calls this hook for adaptive solvers only)."""
-
-    accepted: list[float]
-
-    def callback_accept_step(self, t0, y0, dt):
-        self.accepted.append(abs(float(dt)))
 
 
 def ode_steps(steps: int, t_min: float, T: float, step_size) -> int:
@@ -69,22 +65,19 @@ def ode(run, x, *, method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-
     check_method(method)
     rtol, atol = check_positive(rtol, "rtol"), check_positive(atol, "atol")
     flow = run.sde.probability_flow(run.raw_score, t_min=run.t_min)
-    adaptive = method in ADAPTIVE_METHODS
-    guard = (_AdaptiveGuardedFlow if adaptive else _GuardedFlow)(flow, run.t_min, run.sde.T)
+    guard = _GuardedFlow(flow, run.t_min, run.sde.T)
     ts = run.ts
-    first_step = None
-    for a, b in run.segments():
-        run.callback(a, x)
-        if adaptive:
-            guard.accepted = []
-            length = float(ts[a] - ts[b])
-            # torchdiffeq's own initial-step guess probes f at t0 + h0 with h0 unbounded (seen: t = −2.2), so
-            # start every segment from a given step: 5% of the first segment, then the last accepted step.
-            opts = {"step_t": ts[b : b + 1], "first_step": min(first_step or 0.05 * length, length)}
-            x = odeint(guard, x, ts[[a, b]], method=method, rtol=rtol, atol=atol, options=opts)[-1]
-            # The last accepted step was cut short at the segment end; the one before is the controller's.
-            first_step = max(guard.accepted[-2:]) if guard.accepted else None
-        else:
+    if method in ADAPTIVE_METHODS:
+        saved = list(run.save_idx)
+        run.callback(saved[0], x)  # before the solve: its first evaluation is at (x, T)
+        opts = {"step_t": ts[-1:], "first_step": FIRST_STEP * float(ts[0] - ts[-1])}
+        path = odeint(guard, x, ts[saved], method=method, rtol=rtol, atol=atol, options=opts)
+        for k, x_k in zip(saved[1:-1], path[1:-1], strict=True):
+            run.callback(k, x_k)
+        x = path[-1]
+    else:
+        for a, b in run.segments():
+            run.callback(a, x)
             x = odeint(guard, x, ts[a : b + 1], method=method)[-1]
     run.diagnostics["clamped_evals"] = guard.outside
     return x
