@@ -62,9 +62,23 @@ def test_nfe_is_steps_times_declared_evals(solver):
     counter = Counter(GAUSS.score_fn(VP))
     ds = sdegen.sample(VP, counter, (5, 2), solver=solver, steps=12, seed=0)
     info = SOLVERS[solver]
-    assert ds.attrs["nfe"] == counter.calls == 12 * info.evals_per_step + info.extra_evals
+    resyncs = (12 - 1) // info.options["resync_every"] if "resync_every" in info.options else 0  # at k = 10
+    assert ds.attrs["nfe"] == counter.calls == 12 * info.evals_per_step + info.extra_evals + resyncs
     assert ds.attrs["nfe_extra"] == 0
     assert counter.t_lo >= 1e-3 - 1e-7 and counter.t_hi <= 1.0
+
+
+@pytest.mark.parametrize("resync_every, expected", [(0, 25), (1, 48), (5, 29), (24, 25)])
+def test_reversible_heun_resync_costs_one_evaluation_each(resync_every, expected):
+    counter = Counter(GAUSS.score_fn(VP))
+    ds = sdegen.sample(VP, counter, (5, 2), solver="reversible_heun", steps=24, seed=0, resync_every=resync_every)
+    assert ds.attrs["nfe"] == counter.calls == expected  # 24 steps + 1 initial drift + one per resync
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "10"])
+def test_reversible_heun_rejects_a_bad_resync_every(bad):
+    with pytest.raises(ValueError, match="resync_every"):
+        sdegen.sample(VP, GAUSS.score_fn(VP), (5, 2), solver="reversible_heun", steps=4, seed=0, resync_every=bad)
 
 
 def test_corrector_off_costs_nothing_and_more_correctors_cost_more():

@@ -51,7 +51,8 @@ class SolverInfo:
         stochastic: whether it injects noise (with default options).
         strong_order, weak_order: declared global orders (see the module docstring).
         evals_per_step: score evaluations per step with default options; None when adaptive.
-        extra_evals: evaluations made once per run on top (reversible Heun's initial drift).
+        extra_evals: evaluations made once per run on top (reversible Heun's initial drift; it also makes one
+            per `resync_every` steps).
         options: accepted keyword options and their defaults.
         grid: grid(sde, steps, t_min, options) -> (N + 1,) float64 times from T to t_min.
         vp_only: defined for VPSDE / SubVPSDE only.
@@ -87,7 +88,9 @@ SOLVERS: Mapping[str, SolverInfo] = MappingProxyType(
         "heun": SolverInfo(sde_solvers.heun, strong_order=1.0, weak_order=2.0, evals_per_step=2, **_TORCHSDE),
         "midpoint": SolverInfo(sde_solvers.midpoint, strong_order=1.0, weak_order=2.0, evals_per_step=2, **_TORCHSDE),
         "reversible_heun": SolverInfo(
-            sde_solvers.reversible_heun, strong_order=1.0, weak_order=1.0, evals_per_step=1, extra_evals=1, **_TORCHSDE
+            sde_solvers.reversible_heun, family="torchsde", stochastic=True, strong_order=1.0, weak_order=1.0,
+            evals_per_step=1, extra_evals=1,
+            options=_opts({**sde_solvers.SDE_OPTIONS, "resync_every": sde_solvers.RESYNC_EVERY}),
         ),
         "pc": SolverInfo(
             pc.pc, family="pc", stochastic=True, strong_order=None, weak_order=1.0, evals_per_step=2,
