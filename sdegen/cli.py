@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtol", type=_positive_float, default=1e-5, help="ODE relative tolerance")
     p.add_argument("--atol", type=_positive_float, default=1e-5, help="ODE absolute tolerance")
     p.add_argument("--probes", type=_positive_int, default=1, help="Hutchinson probes per image")
+    p.add_argument("--t-min", type=_positive_float, default=None,
+                   help="time of the model density p_t_min (default: where sigma/alpha is a quarter 8-bit bin)")
     p.add_argument("--seed", type=int, default=0, help="seed for probes and dequantisation")
     p.add_argument("--out", required=True, help="output netCDF file with per-image bits/dim")
 
@@ -164,7 +166,7 @@ def cmd_likelihood(args) -> int:
         batch = images[i : i + args.batch_size]
         t0 = time.perf_counter()
         res = sdegen.bits_per_dim(model.sde, score, batch, data_range=model.data_range, seed=args.seed + i,
-                                  rtol=args.rtol, atol=args.atol, probes=args.probes)
+                                  rtol=args.rtol, atol=args.atol, probes=args.probes, t_min=args.t_min)
         seconds.append(time.perf_counter() - t0)
         bpd.append(res.bpd)
         nfe.append(res.nfe)
@@ -175,7 +177,8 @@ def cmd_likelihood(args) -> int:
         {"bpd": ("image", bpd), "label": ("image", test.labels[: args.num].numpy())},
         coords={"image": np.arange(args.num)},
         attrs={"model": str(args.model), "score_source": model.sha256, "rtol": args.rtol, "atol": args.atol,
-               "probes": args.probes, "seed": args.seed, "batch_size": args.batch_size, "nfe_total": int(sum(nfe)),
+               "probes": args.probes, "seed": args.seed,
+               "t_min": res.t_min, "batch_size": args.batch_size, "nfe_total": int(sum(nfe)),
                "seconds_per_image": float(sum(seconds) / args.num), "bpd_mean": float(bpd.mean()),
                "bpd_stderr": float(bpd.std(ddof=1) / np.sqrt(args.num)) if args.num > 1 else float("nan"),
                "sdegen_version": sdegen.__version__, **model.sde.attrs()},

@@ -39,7 +39,7 @@ def evaluate(sde, score, images: torch.Tensor, *, data_range, batch_size: int = 
         sde, score: the model. images: (N, *data_shape) uint8 levels or floats on the data range's grid.
         data_range: (lo, hi) of the model. batch_size: images per PF-ODE solve (the ODE is solved per batch,
             so its adaptive steps, NFE and seconds are per batch).
-        **likelihood_kwargs: divergence, probes, probe, rtol, atol, method, t_min for `sdegen.log_likelihood`.
+        **likelihood_kwargs: t_min for `sdegen.bits_per_dim`; divergence, probes, probe, rtol, atol, method.
 
     Returns:
         Dataset with bpd, bpd_probe_stderr (image), logp (draw, image) in nats, nfe and seconds (batch).
@@ -56,6 +56,7 @@ def evaluate(sde, score, images: torch.Tensor, *, data_range, batch_size: int = 
                                                                                                           np.nan))
         logp.append(result.logp)
         nfe.append(result.nfe)
+        t_min = result.t_min
 
     def as_np(parts, dim=0):
         return torch.cat(parts, dim).double().cpu().numpy()
@@ -72,8 +73,8 @@ def evaluate(sde, score, images: torch.Tensor, *, data_range, batch_size: int = 
     )
     n = images.shape[0]
     ds.attrs.update(sde.attrs())
-    opts = {k: (v if isinstance(v, int | float) else str(v)) for k, v in likelihood_kwargs.items()}
-    ds.attrs.update({f"likelihood_{k}": v for k, v in opts.items()})
+    opts = {k: (v if isinstance(v, int | float) else str(v)) for k, v in likelihood_kwargs.items() if v is not None}
+    ds.attrs.update({f"likelihood_{k}": v for k, v in {**opts, "t_min": t_min}.items()})
     ds.attrs.update({
         "data_range": f"{data_range[0]},{data_range[1]}", "batch_size": batch_size, "dequant_draws": dequant_draws,
         "seed": seed, "num_images": n, "mean_bpd": float(ds.bpd.mean()),
@@ -116,10 +117,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--probes", type=int, default=4)
     p.add_argument("--probe", choices=["rademacher", "gaussian"], default="rademacher")
     p.add_argument("--dequant-draws", type=int, default=1)
-    # rtol = atol = 1e-5 as in Song et al. 2021 (Table 2); t_min = 1e-5 keeps p_{t_min} close to the data.
+    # rtol = atol = 1e-5 as in Song et al. 2021 (Table 2); t_min: bits_per_dim's default (a quarter 8-bit bin).
     p.add_argument("--rtol", type=float, default=1e-5)
     p.add_argument("--atol", type=float, default=1e-5)
-    p.add_argument("--t-min", type=float, default=1e-5)
+    p.add_argument("--t-min", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("studies/results"))
     args = p.parse_args(argv)

@@ -18,7 +18,7 @@ import torchdiffeq
 
 import sdegen
 from sdegen.analytic import Gaussian, gaussian_mixture_2d
-from sdegen.dequantization import bits_per_dim, to_levels
+from sdegen.dequantization import bits_per_dim, default_t_min, to_levels
 from sdegen.likelihood import decode, encode, log_likelihood
 
 T_MIN = 1e-5
@@ -234,7 +234,9 @@ def test_bits_per_dim_offset_matches_hand_calculation(data_range, offset):
     assert result.offset == offset
     # By hand: y = lo + (hi − lo)(k + u)/256, bpd = −log q(y)/(D ln 2) + 8 − log2(hi − lo), D = 4.
     y = lo + (hi - lo) * (images.double()[None] + noise) / 256
-    hand = torch.stack([-g.model_log_prob(sde, y[m], T_MIN) / (4 * math.log(2)) + offset for m in range(2)])
+    t_min = default_t_min(sde, data_range)
+    assert result.t_min == t_min
+    hand = torch.stack([-g.model_log_prob(sde, y[m], t_min) / (4 * math.log(2)) + offset for m in range(2)])
     torch.testing.assert_close(result.bpd_draws, hand, rtol=0, atol=TOL)
     torch.testing.assert_close(result.bpd, hand.mean(0), rtol=0, atol=TOL)
     assert math.isclose(result.mean, float(hand.mean()), abs_tol=TOL) and result.bpd_probe_stderr is None
@@ -243,6 +245,29 @@ def test_bits_per_dim_offset_matches_hand_calculation(data_range, offset):
     again = bits_per_dim(sde, g.score_fn(sde), as_float, data_range=data_range, dequant_draws=2, dequant_noise=noise,
                          **kw)
     torch.testing.assert_close(again.bpd, result.bpd, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("sde", [sdegen.VPSDE(), sdegen.SubVPSDE(), sdegen.VESDE()], ids=["vp", "subvp", "ve"])
+@pytest.mark.parametrize("data_range", [(0.0, 1.0), (-1.0, 1.0)])
+def test_default_t_min_puts_the_noise_at_a_quarter_bin(sde, data_range):
+    t = torch.tensor(default_t_min(sde, data_range), dtype=torch.float64)
+    ratio = sde.marginal_std(t) / sde.mean_scale(t)
+    assert 0 < float(t) < 0.1
+    assert math.isclose(float(ratio), (data_range[1] - data_range[0]) / 1024, rel_tol=1e-9)
+
+
+def test_bits_per_dim_honours_an_explicit_t_min():
+    g = Gaussian(torch.full((3,), 0.5, dtype=torch.float64), torch.full((3,), 0.2, dtype=torch.float64))
+    sde = sdegen.SubVPSDE()
+    images = torch.randint(0, 256, (4, 3), generator=torch.Generator().manual_seed(1))
+    noise = torch.rand((1, 4, 3), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    kw = {"divergence": "exact", "rtol": 1e-7, "atol": 1e-7, "dequant_noise": noise, "dtype": torch.float64}
+    for t_min in (1e-5, 1e-2):
+        result = bits_per_dim(sde, g.score_fn(sde), images, t_min=t_min, **kw)
+        y = (images.double() + noise[0]) / 256
+        hand = -g.model_log_prob(sde, y, t_min) / (3 * math.log(2)) + 8
+        assert result.t_min == t_min
+        torch.testing.assert_close(result.bpd, hand, rtol=0, atol=1e-4)
 
 
 def test_bits_per_dim_probe_stderr_and_nfe():
