@@ -20,7 +20,7 @@ DEMO_RUNS = [
     ("dpmpp_2m", 20, {}),
     ("edm_heun", 12, {}),
 ]
-GUIDANCE = 1.0  # classifier-free guidance weight for the class-conditional model (0 = plain conditional)
+GUIDANCE = 0.5  # classifier-free guidance weight for the class-conditional model (0 = plain conditional)
 LIKELIHOOD_IMAGES = 8  # test digits whose bits/dim the demo computes (CLI `sdegen likelihood` for more)
 
 

@@ -3,11 +3,13 @@
     .venv/bin/python studies/mnist_quality.py --model mnist --data ../shared/data/mnist --num 500
 
 Draws `--num` digits (class-balanced labels for a conditional model, with guidance weights from
-`--guidance`, and unconditionally through the null label), scores them with the shipped LeNet against the
-MNIST test split at equal n, and prints a Markdown table: FLD (mean ± std over reference draws), the
-yardstick FLD of as many real training digits scored the same way, their ratio (target <= 2), the class
-spread, and how often the LeNet agrees with the requested label. Writes the table and one netCDF of the
-final samples per setting to `--out` (default studies/results/mnist_quality/).
+`--guidance`; labels drawn i.i.d. from the training class frequencies, w = 0, which is an unconditional
+sample of the model's marginal p(x) = Σ_y p(y) p(x | y); and unconditionally through the null label),
+scores them with the shipped LeNet against the MNIST test split at equal n, and prints a Markdown table:
+FLD (mean ± std over reference draws), the yardstick FLD of as many real training digits scored the same
+way, their ratio (target <= 2), the class spread, and how often the LeNet agrees with the requested
+label. Writes the table and one netCDF of the final samples per setting to `--out` (default
+studies/results/mnist_quality/).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 
 import sdegen
 from sdegen.checkpoint import load_model
-from sdegen.data import load_mnist
+from sdegen.data import get_dataset, load_mnist
 from sdegen.metrics import class_spread, fld_reference, fld_score, predict_classes
 
 REFERENCE_SEEDS = range(5)  # reference draws per FLD; the spread over them is the FLD's sampling noise
@@ -34,7 +36,9 @@ def main() -> None:
     p.add_argument("--num", type=int, default=500)
     p.add_argument("--solver", default="euler")
     p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--guidance", type=float, nargs="*", default=[1.0], help="guidance weights (conditional model)")
+    p.add_argument("--guidance", type=float, nargs="*", default=[0.0, 0.5], help="guidance weights (conditional)")
+    p.add_argument("--drawn-labels", action=argparse.BooleanOptionalAction, default=True,
+                   help="also sample with labels drawn from the training class frequencies (w = 0)")
     p.add_argument("--unconditional", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="studies/results/mnist_quality")
@@ -51,6 +55,10 @@ def main() -> None:
     if model.num_classes:
         labels = torch.arange(args.num) % model.num_classes
         settings += [(f"labels, w={w:g}", labels, w) for w in args.guidance]
+        if args.drawn_labels:
+            freq = torch.bincount(get_dataset("mnist", verbose=False).labels, minlength=model.num_classes).double()
+            drawn = torch.multinomial(freq, args.num, replacement=True, generator=torch.Generator().manual_seed(1))
+            settings.append(("drawn labels, w=0", drawn, 0.0))
     if args.unconditional or not model.num_classes:
         settings.append(("unconditional", None, 0.0))
 
