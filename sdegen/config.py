@@ -163,6 +163,9 @@ class TrainConfig:
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
     precision: str = "fp32"  # "fp32" or "bf16" (autocast of the network forward)
     compile: bool = False  # torch.compile the training forward (GPU speed-up; first steps slower)
+    # Fine-tuning: a checkpoint path or shipped model name whose EMA weights start this (fresh) run as both
+    # the weights and their EMA; its sde, net and score sections and data shape must equal this config's.
+    init_from: str = ""
 
     def __post_init__(self):
         _require(0 <= self.ema_decay < 1, "ema_decay", f"must lie in [0, 1), got {self.ema_decay}")

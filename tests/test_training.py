@@ -150,6 +150,26 @@ def test_resume_refuses_a_different_recipe(tmp_path):
         train(tiny_config(tmp_path, "steps=4", "optim.lr=1e-2"), progress=False)
 
 
+def test_init_from_starts_a_fresh_run_from_another_models_ema_weights(tmp_path):
+    base = tmp_path / "base"
+    train(tiny_config(base, "steps=4"), resume=False, progress=False)
+    ema = _state(base / "checkpoint.pt")["ema"]
+    # A fine-tuning recipe (another loss t_min and lr) starts from base's EMA weights: step 0 holds them exactly.
+    tuned = tiny_config(tmp_path / "tuned", "steps=4", "loss.t_min=0.01", "optim.lr=1e-4", f"init_from={base}/model.pt")
+    tr = Trainer(tuned)
+    for k, v in tr.model.state_dict().items():
+        assert torch.equal(v, ema[k]) and torch.equal(tr.ema.state_dict()[k], ema[k]), k
+    assert train(tuned, resume=False, progress=False).step == 4
+    # A model of another network, SDE or parametrisation is refused, naming the difference.
+    changes = [("net.mlp.hidden=8", "net.mlp.hidden"), ("sde.name=ve", "sde.name"), ("score.kind=x0", "score.kind")]
+    for change, key in changes:
+        cfg = tiny_config(tmp_path / "bad", change, f"init_from={base}/model.pt")
+        with pytest.raises(ValueError, match=rf"init_from .*{key}"):
+            Trainer(cfg)
+    with pytest.raises(FileNotFoundError):
+        Trainer(tiny_config(tmp_path / "bad", f"init_from={tmp_path}/missing.pt"))
+
+
 def test_batches_cover_each_epoch_and_drop_labels_at_the_configured_rate():
     cfg = load_config("toy", [*TINY, "data.name=gaussian_mixture", "data.conditional=true", "loss.label_dropout=0.25"])
     tr = Trainer(cfg, verbose=False)
