@@ -211,6 +211,9 @@ COMMANDS = {"train": cmd_train, "sample": cmd_sample, "likelihood": cmd_likeliho
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from sdegen.runtime import tune_allocator
+
+    tune_allocator()  # the command owns its process: keep freed activation memory (~25% faster CPU forwards)
     try:
         return COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as err:

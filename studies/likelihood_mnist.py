@@ -27,6 +27,7 @@ import torch
 import xarray as xr
 
 import sdegen
+from sdegen.runtime import tune_allocator
 
 TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
 
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("studies/results"))
     args = p.parse_args(argv)
+    tune_allocator()  # keep freed activation memory (sdegen.runtime)
     if args.num < 1 or args.batch_size < 1:
         p.error("--num and --batch-size must be >= 1")
 

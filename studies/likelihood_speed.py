@@ -28,6 +28,7 @@ from torch import nn
 
 import sdegen
 from sdegen.likelihood import _AugmentedFlow
+from sdegen.runtime import tune_allocator
 
 
 class SmallConvScore(nn.Module):
@@ -69,6 +70,7 @@ def main(argv=None) -> None:
     p.add_argument("--data", type=Path, default=Path("../shared/data/mnist"))
     p.add_argument("--out", type=Path, default=Path("studies/results"))
     args = p.parse_args(argv)
+    tune_allocator()  # keep freed activation memory (sdegen.runtime)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 

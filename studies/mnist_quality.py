@@ -25,6 +25,7 @@ import sdegen
 from sdegen.checkpoint import load_model
 from sdegen.data import get_dataset, load_mnist
 from sdegen.metrics import class_spread, fld_reference, fld_score, predict_classes
+from sdegen.runtime import tune_allocator
 
 REFERENCE_SEEDS = range(5)  # reference draws per FLD; the spread over them is the FLD's sampling noise
 
@@ -43,6 +44,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="studies/results/mnist_quality")
     args = p.parse_args()
+    tune_allocator()  # keep freed activation memory (sdegen.runtime)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)

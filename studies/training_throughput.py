@@ -38,6 +38,7 @@ import torch
 
 from sdegen.config import load_config, make_score_model
 from sdegen.data import get_dataset
+from sdegen.runtime import tune_allocator
 from sdegen.score import alpha_sigma
 from sdegen.training import Trainer, train
 
@@ -135,6 +136,7 @@ def main():
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--out", type=Path, default=Path("studies/results/training_throughput.md"))
     args = ap.parse_args()
+    tune_allocator()  # keep freed activation memory (sdegen.runtime)
     torch.set_num_threads(args.threads)
     cuda = torch.cuda.is_available() and args.device != "cpu"
     common = [f"device={'cuda' if cuda else 'cpu'}", "data.conditional=false"]
