@@ -220,7 +220,9 @@ class Trainer:
     def resume(self, path: Path) -> None:
         """Load a checkpoint of the same run; refuses one whose config differs in a key that matters."""
         ck = read_checkpoint(path)
-        old, new = _flat(json.loads(ck.config_json)), _flat(config_to_dict(self.cfg))
+        # A key the stored config lacks (written before the field existed) counts as its default.
+        old = {**_flat(config_to_dict(TrainConfig())), **_flat(json.loads(ck.config_json))}
+        new = _flat(config_to_dict(self.cfg))
         diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
         if diff:
             raise ValueError(

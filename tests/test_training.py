@@ -15,7 +15,7 @@ import pytest
 import torch
 from _tiny import TINY, tiny_config
 
-from sdegen.checkpoint import read_checkpoint
+from sdegen.checkpoint import read_checkpoint, save_checkpoint
 from sdegen.config import (
     ConfigError,
     TrainConfig,
@@ -148,6 +148,15 @@ def test_resume_refuses_a_different_recipe(tmp_path):
     train(tiny_config(tmp_path, "steps=2"), resume=False, progress=False)
     with pytest.raises(ValueError, match=r"cannot resume.*optim\.lr"):
         train(tiny_config(tmp_path, "steps=4", "optim.lr=1e-2"), progress=False)
+
+
+def test_resume_reads_a_checkpoint_written_before_a_config_field_existed(tmp_path):
+    train(tiny_config(tmp_path, "steps=2"), resume=False, progress=False)
+    ck = read_checkpoint(tmp_path / "checkpoint.pt")
+    old = json.loads(ck.config_json)
+    del old["init_from"]  # as written by a version without the field
+    save_checkpoint(tmp_path / "checkpoint.pt", ck.state, json.dumps(old), kind="training")
+    assert train(tiny_config(tmp_path, "steps=4"), progress=False).step == 4
 
 
 def test_init_from_starts_a_fresh_run_from_another_models_ema_weights(tmp_path):
