@@ -72,7 +72,7 @@ def main() -> None:
                            labels=labels, denoise=True, data_range=model.data_range, score_source=model.sha256,
                            progress=True)
         seconds = time.perf_counter() - t0
-        sdegen.save_trajectory(ds, out / f"samples_{name.replace(', ', '_').replace('=', '')}.nc")
+        sdegen.save_trajectory(ds, out / f"samples_{name.replace(', ', '_').replace(' ', '_').replace('=', '')}.nc")
         x = np.clip(ds.x.isel(time=-1).values, *model.data_range)
         x = (x - model.data_range[0]) / (model.data_range[1] - model.data_range[0])
         scores = np.array([fld_score(x, reference, n=args.num, seed=s) for s in REFERENCE_SEEDS])
