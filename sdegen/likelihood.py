@@ -62,13 +62,21 @@ class LikelihoodResult:
 
 
 class _AugmentedFlow(torch.nn.Module):
-    """forward(t, (x, Δ)) = (v(x, t), div v(x, t)) for torchdiffeq; Δ has shape (probes, batch)."""
+    """forward(t, (x, Δ/D)) = (v(x, t), div v(x, t)/D) for torchdiffeq; Δ has shape (probes, batch).
 
-    def __init__(self, sde: AbstractSDE, score, t_min: float, probes: torch.Tensor | None):
+    The log-density component is carried per dimension (D = data dimension, nats per dimension: the
+    unit of bits/dim), so the solver's rtol and atol bound its local error as they bound one
+    coordinate's. Carried as Δ itself, atol would ask for Δ to 1e-5 nats absolutely, ~10⁻⁸ bits/dim on
+    MNIST: near t_min, where Δ is still small, that costs steps for nothing (measured on 32 MNIST test
+    digits at rtol = atol = 1e-5: 1040 NFE against 782, bits/dim equal to 6e-4).
+    """
+
+    def __init__(self, sde: AbstractSDE, score, t_min: float, probes: torch.Tensor | None, dim: int):
         super().__init__()
         self.flow = sde.probability_flow(_require_differentiable(score), t_min=t_min)
         self.t_min, self.T = float(t_min), float(sde.T)
         self.probes = probes
+        self.dim = dim
 
     def forward(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
         x = state[0]
@@ -78,7 +86,7 @@ class _AugmentedFlow(torch.nn.Module):
             xg = x.detach().requires_grad_(True)
             v = self.flow.velocity(tt, xg)
             div = exact_divergence(v, xg) if self.probes is None else hutchinson_divergence(v, xg, self.probes)
-        return v.detach(), div.detach()
+        return v.detach(), div.detach() / self.dim
 
 
 def log_likelihood(
@@ -137,9 +145,11 @@ def log_likelihood(
     eps = None
     if divergence == "hutchinson":
         eps = draw_probes(probe, (probes, *x.shape), generator, x.dtype, x.device)
-    func = _AugmentedFlow(sde, score, t_min, eps)
+    dim = x[0].numel()
+    func = _AugmentedFlow(sde, score, t_min, eps, dim)
     delta0 = torch.zeros(probes, x.shape[0], dtype=x.dtype, device=x.device)
-    z, delta = _solve(func, (x.detach(), delta0), t_min, sde.T, rtol=rtol, atol=atol, method=method)
+    z, delta_per_dim = _solve(func, (x.detach(), delta0), t_min, sde.T, rtol=rtol, atol=atol, method=method)
+    delta = delta_per_dim * dim
     prior = sde.prior_logp(z)
     logp_probes = prior[None] + delta  # (K, batch)
     stderr = logp_probes.std(0, correction=1) / math.sqrt(probes) if probes > 1 else None

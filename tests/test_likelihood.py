@@ -78,7 +78,7 @@ def test_exact_divergence_matches_gaussian_model_density(sde):
 
 @pytest.mark.parametrize("sde", [sdegen.VPSDE(), sdegen.VESDE()], ids=lambda s: s.name)
 def test_float32_at_default_tolerances(sde):
-    """The everyday setting (float32 state, rtol = atol = 1e-5): measured errors 1.7e-5 (VP), 1.8e-4 (VE) nats."""
+    """The everyday setting (float32 state, rtol = atol = 1e-5): measured errors 2.5e-5 (VP), 1.2e-4 (VE) nats."""
     g = _gaussian3()
     x = _x(g, 8).float()
     result = log_likelihood(sde, g.score_fn(sde), x, divergence="exact")
@@ -114,10 +114,12 @@ def test_hutchinson_rademacher_exact_on_diagonal_jacobian_784():
     sde = sdegen.VPSDE()
     x = _x(g, 8, seed=2)
     result = log_likelihood(sde, g.score_fn(sde), x, probes=4, seed=0)  # defaults: Rademacher, rtol=atol=1e-5
-    # Diagonal Jacobian: εᵀJε = tr J for ε ∈ {±1}^D, so the probes agree and only the solver error is left:
-    # measured 1.1e-3 nats on |logp| ≈ 700 at rtol = atol = 1e-5.
+    # Diagonal Jacobian: εᵀJε = tr J for ε ∈ {±1}^D, so the probes agree and only the solver error is left.
+    # The solver carries logp per dimension, so its error is bounded per dimension by the tolerance:
+    # measured 3.7e-3 nats on |logp| ≈ 890, i.e. 4.7e-6 nats per dimension < atol = 1e-5.
     assert float(result.logp_stderr.max()) < 1e-9
-    assert float((result.logp - g.model_log_prob(sde, x, T_MIN)).abs().max()) < 5e-3
+    dim = x.shape[1]
+    assert float((result.logp - g.model_log_prob(sde, x, T_MIN)).abs().max()) / dim < 1e-5
 
 
 def _hutchinson_784(probe: str, batch: int, k: int = 16):
