@@ -20,8 +20,11 @@ class GaussianFourierFeatures(nn.Module):
 
     Args:
         dim: output width (even).
-        scale: std of the random frequencies; 16 suits c = ln(sigma/alpha) (range ~12), 30 suits
-            c = t ∈ [0, 1] (the tutorial's choice).
+        scale: std of the random frequencies. It bounds how fast the network can vary with the noise
+            level, and an adaptive ODE solver must resolve every such wiggle: with c = ln(sigma/alpha)
+            (range ~12), scale 16 (EDM's NCSN++ value) makes the PF velocity wiggle on ~0.02 in c and
+            the likelihood ODE cost several times the NFE of scale 1 (`studies/time_smoothness.py`);
+            30 on c = t ∈ [0, 1] is the score-SDE tutorial's choice.
         seed: seed of the fixed frequencies (a buffer, saved with the weights).
     """
 
