@@ -71,12 +71,11 @@ class _AugmentedFlow(torch.nn.Module):
     digits at rtol = atol = 1e-5: 1040 NFE against 782, bits/dim equal to 6e-4).
     """
 
-    def __init__(self, sde: AbstractSDE, score, t_min: float, probes: torch.Tensor | None, dim: int):
+    def __init__(self, sde: AbstractSDE, score, t_min: float, probes: torch.Tensor | None):
         super().__init__()
         self.flow = sde.probability_flow(_require_differentiable(score), t_min=t_min)
         self.t_min, self.T = float(t_min), float(sde.T)
         self.probes = probes
-        self.dim = dim
 
     def forward(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
         x = state[0]
@@ -86,7 +85,7 @@ class _AugmentedFlow(torch.nn.Module):
             xg = x.detach().requires_grad_(True)
             v = self.flow.velocity(tt, xg)
             div = exact_divergence(v, xg) if self.probes is None else hutchinson_divergence(v, xg, self.probes)
-        return v.detach(), div.detach() / self.dim
+        return v.detach(), div.detach() / x[0].numel()
 
 
 def log_likelihood(
@@ -145,11 +144,10 @@ def log_likelihood(
     eps = None
     if divergence == "hutchinson":
         eps = draw_probes(probe, (probes, *x.shape), generator, x.dtype, x.device)
-    dim = x[0].numel()
-    func = _AugmentedFlow(sde, score, t_min, eps, dim)
+    func = _AugmentedFlow(sde, score, t_min, eps)
     delta0 = torch.zeros(probes, x.shape[0], dtype=x.dtype, device=x.device)
     z, delta_per_dim = _solve(func, (x.detach(), delta0), t_min, sde.T, rtol=rtol, atol=atol, method=method)
-    delta = delta_per_dim * dim
+    delta = delta_per_dim * x[0].numel()
     prior = sde.prior_logp(z)
     logp_probes = prior[None] + delta  # (K, batch)
     stderr = logp_probes.std(0, correction=1) / math.sqrt(probes) if probes > 1 else None
