@@ -38,8 +38,9 @@ from sdegen.config import TrainConfig, config_to_dict, config_to_json, make_scor
 from sdegen.data import get_dataset
 from sdegen.losses import LOSSES
 
-# Config keys that may change between a run and its resumption (they do not affect the trajectory).
-RESUMABLE_CHANGES = {"steps", "checkpoint_every", "val_every", "log_every", "out_dir", "device", "compile"}
+# Config keys that may change between a run and its resumption (they do not affect the trajectory; a resumed
+# run takes its weights from the checkpoint, so where `init_from` pointed no longer matters).
+RESUMABLE_CHANGES = {"steps", "checkpoint_every", "val_every", "log_every", "out_dir", "device", "compile", "init_from"}
 
 
 @dataclass(frozen=True)
