@@ -107,11 +107,17 @@ class ScoreConfig:
     precondition: bool = True  # EDM input scaling c_in = 1/√(alpha²σ_d² + sigma²): unit-variance inputs
     sigma_data: float = 0.5  # σ_d, RMS of one data coordinate (MNIST in [0, 1]: 0.34)
     time_input: str = "log_sigma"  # network time input: ln(sigma/alpha) or the SDE time "t"
+    input_frequencies: tuple[float, ...] = ()  # Fourier features sin/cos(2π·f·x/alpha) of the input (sdegen.score)
 
     def __post_init__(self):
         _require(self.kind in KINDS, "score.kind", f"unknown parametrisation {self.kind!r}; known: {list(KINDS)}")
         _require(self.time_input in TIME_INPUTS, "score.time_input", f"must be one of {list(TIME_INPUTS)}")
         _require(math.isfinite(self.sigma_data) and self.sigma_data > 0, "score.sigma_data", "must be > 0")
+        _require(
+            all(math.isfinite(f) and f > 0 for f in self.input_frequencies),
+            "score.input_frequencies",
+            f"must be finite numbers > 0, got {list(self.input_frequencies)}",
+        )
 
 
 @dataclass(frozen=True)
@@ -313,15 +319,21 @@ def make_sde(cfg: SDEConfig) -> AbstractSDE:
     return cls(**{k: getattr(cfg, k) for k in params})
 
 
-def make_net(cfg: NetConfig, data_shape: tuple[int, ...], num_classes: int | None):
-    """The network of the config for data of shape `data_shape` (images (C, H, W): channels and size from it)."""
+def make_net(cfg: NetConfig, data_shape: tuple[int, ...], num_classes: int | None, extra_in_channels: int = 0):
+    """The network of the config for data of shape `data_shape` (images (C, H, W): channels and size from it).
+
+    `extra_in_channels` input channels are not predicted (the input Fourier features of `sdegen.score`).
+    """
     kwargs = dataclasses.asdict(getattr(cfg, cfg.name))
     if cfg.name == "mlp":
+        if extra_in_channels:
+            raise ConfigError("score.input_frequencies: the mlp net takes no extra inputs; use an image net")
         kwargs["data_shape"] = tuple(data_shape)
     else:
         if len(data_shape) != 3:
             raise ConfigError(f"net.name: {cfg.name} needs image data (C, H, W), got data shape {tuple(data_shape)}")
         kwargs["in_channels"] = data_shape[0]
+        kwargs["extra_in_channels"] = extra_in_channels
         if cfg.name == "unet":
             kwargs["image_size"] = data_shape[-1]
     return build_net(cfg.name, num_classes=num_classes, **kwargs)
@@ -330,5 +342,5 @@ def make_net(cfg: NetConfig, data_shape: tuple[int, ...], num_classes: int | Non
 def make_score_model(cfg: TrainConfig, data_shape: tuple[int, ...], num_classes: int | None) -> ScoreModel:
     """Net + SDE + parametrisation of the config, as a `ScoreModel`."""
     param = Parametrisation(**dataclasses.asdict(cfg.score))
-    net = make_net(cfg.net, data_shape, num_classes)
+    net = make_net(cfg.net, data_shape, num_classes, 2 * len(param.input_frequencies) * data_shape[0])
     return ScoreModel(net, make_sde(cfg.sde), param, num_classes=num_classes)

@@ -52,6 +52,15 @@ def test_unet_shapes_and_attention_placement():
         UNet(image_size=8, **SMALL_UNET)(torch.zeros(1, 1, 9, 9), torch.zeros(1))
 
 
+def test_extra_input_channels_are_read_but_not_predicted():
+    g = torch.Generator().manual_seed(1)
+    t = torch.rand(2, generator=g)
+    tutorial, unet = TutorialUNet(extra_in_channels=4), UNet(image_size=8, extra_in_channels=4, **SMALL_UNET)
+    assert tutorial.conv[0].in_channels == 5 and unet.stem.in_channels == 5
+    for net, size in ((tutorial, 28), (unet, 8)):
+        assert net(torch.randn(2, 5, size, size, generator=g), t).shape == (2, 1, size, size)
+
+
 def test_mlp_shapes():
     _check(MLP(), (5, 2))
     _check(MLP(data_shape=(3, 4), hidden=32, depth=2, num_classes=2), (3, 3, 4), num_classes=2)

@@ -8,7 +8,7 @@ import torch
 from _oracle import oracle_model
 
 from sdegen.analytic import Gaussian, GaussianMixture
-from sdegen.score import KINDS, Parametrisation, ScoreModel, convert
+from sdegen.score import KINDS, Parametrisation, ScoreModel, convert, input_fourier_features
 from sdegen.sdes import VESDE, VPSDE, PowerVESDE, SubVPSDE
 
 SDES = [VPSDE(), SubVPSDE(), VESDE(), PowerVESDE()]
@@ -58,9 +58,15 @@ def test_v_is_alpha_eps_minus_sigma_x0_for_vp_with_unit_sigma_data():
 
 
 class _Recorder(torch.nn.Module):
+    """Records its inputs and predicts zeros for the first `out_channels` input channels (default: all)."""
+
+    def __init__(self, out_channels=None):
+        super().__init__()
+        self.out_channels = out_channels
+
     def forward(self, x, t, y=None):
         self.x, self.t = x, t
-        return torch.zeros_like(x)
+        return torch.zeros_like(x[:, : self.out_channels])
 
 
 @pytest.mark.parametrize("sde", SDES, ids=lambda s: s.name)
@@ -78,6 +84,54 @@ def test_preconditioned_inputs_have_unit_variance_and_log_sigma_time(sde):
         assert abs(var - 1) < 5 * math.sqrt(2 / (2 * n)), (tval, var)
         ratio = (sde.marginal_std(tval, xt) / sde.mean_scale(tval, xt))[0]
         torch.testing.assert_close(net.t, torch.log(ratio).expand(n))
+
+
+def test_input_fourier_features_give_the_position_inside_an_8_bit_bin():
+    # Level k dequantised to (k + u)/256: at f = 256 the phase is 2π·u, at f = 128 it is π·(k + u).
+    k = torch.tensor([0.0, 1.0, 200.0, 255.0], dtype=torch.float64)
+    u = torch.tensor([0.25, 0.5, 0.75, 0.1], dtype=torch.float64)
+    x = ((k + u) / 256).reshape(1, 4, 1)  # (batch 1, 4 channels, 1)
+    alpha = torch.full((1, 1, 1), 0.5, dtype=torch.float64)
+    f = input_fourier_features(alpha * x, alpha, torch.zeros_like(alpha), (256.0, 128.0))  # no noise: no damping
+    assert f.shape == (1, 16, 1)
+    want_phase = torch.cat([2 * math.pi * u, math.pi * (k + u)])
+    torch.testing.assert_close(f[0, :8, 0], torch.sin(want_phase), atol=1e-12, rtol=0)
+    torch.testing.assert_close(f[0, 8:, 0], torch.cos(want_phase), atol=1e-12, rtol=0)
+
+
+def test_damped_input_fourier_features_are_their_mean_given_the_data():
+    # damp·sin(2πf·x0) = E[sin(2πf·x/alpha) | x0]: Monte Carlo over the noise, tolerance from the sample size.
+    g = torch.Generator().manual_seed(5)
+    n, f, ratio = 200_000, 64.0, 0.004  # sigma/alpha = a quarter of a period: damp = exp(-π²/8) ≈ 0.29
+    x0 = torch.tensor([0.1, 0.37], dtype=torch.float64)
+    alpha, sigma = torch.tensor(0.8, dtype=torch.float64), torch.tensor(0.8 * ratio, dtype=torch.float64)
+    clean = input_fourier_features(alpha * x0.reshape(1, 2), alpha.reshape(1, 1), sigma.reshape(1, 1), (f,))
+    xt = alpha * x0 + sigma * torch.randn(n, 2, generator=g, dtype=torch.float64)
+    raw = input_fourier_features(xt, alpha.expand(n, 1), torch.zeros(n, 1, dtype=torch.float64), (f,))
+    damp = math.exp(-2 * math.pi**2 * (f * ratio) ** 2)
+    phase = 2 * math.pi * f * x0
+    torch.testing.assert_close(clean[0], damp * torch.cat([torch.sin(phase), torch.cos(phase)]))
+    torch.testing.assert_close(raw.mean(0), clean[0], atol=5 / math.sqrt(n), rtol=0)
+    # Far above a period of noise the features vanish (and with them their roughness in x).
+    far = input_fourier_features(xt[:4], alpha.expand(4, 1), (alpha * 0.05).expand(4, 1), (f,))
+    assert far.abs().max() < 1e-30
+
+
+def test_input_frequencies_add_feature_channels_to_the_net_input():
+    net = _Recorder(out_channels=2)
+    sd, freqs = 0.3, (64.0, 256.0)
+    model = ScoreModel(net, SubVPSDE(), Parametrisation("v", precondition=True, sigma_data=sd, input_frequencies=freqs))
+    x = torch.rand(3, 2, 5, 5, dtype=torch.float64)
+    out = model(x, 0.01)
+    assert net.x.shape == (3, 2 * (1 + 2 * len(freqs)), 5, 5)
+    alpha, sigma = SubVPSDE().mean_scale(0.01, x)[0], SubVPSDE().marginal_std(0.01, x)[0]
+    c = torch.sqrt(alpha**2 * sd**2 + sigma**2)
+    torch.testing.assert_close(net.x[:, :2], x / c)
+    f = torch.tensor(freqs, dtype=torch.float64).repeat_interleave(2).reshape(1, 4, 1, 1)
+    damp = torch.exp(-2 * math.pi**2 * (f * sigma / alpha) ** 2)
+    phase = 2 * math.pi * f * torch.cat([x, x], dim=1) / alpha
+    torch.testing.assert_close(net.x[:, 2:], torch.cat([damp * torch.sin(phase), damp * torch.cos(phase)], dim=1))
+    assert out.shape == x.shape
 
 
 def test_classifier_free_guidance_combines_conditional_and_null_scores():
@@ -105,6 +159,8 @@ def test_score_model_errors():
         Parametrisation(time_input="sigma")
     with pytest.raises(ValueError, match="sigma_data"):
         Parametrisation(sigma_data=0.0)
+    with pytest.raises(ValueError, match="input_frequencies"):
+        Parametrisation(input_frequencies=(256.0, -1.0))
     model = oracle_model(DIST, sde)
     with pytest.raises(ValueError, match="unconditional"):
         model.score_fn(labels=1)

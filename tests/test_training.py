@@ -23,7 +23,7 @@ from sdegen.config import (
     config_to_dict,
     config_to_json,
     load_config,
-    make_net,
+    make_score_model,
     shipped_configs,
 )
 from sdegen.nets import NETS
@@ -65,6 +65,7 @@ def test_config_overrides_are_typed():
         ("optim=3", "expected an object"),
         ("steps", "key=value"),
         ("steps.x=1", "not a section"),
+        ("score.input_frequencies=[256,-1]", "score.input_frequencies: must be finite numbers > 0"),
     ],
 )
 def test_bad_overrides_raise_clear_errors(override, message):
@@ -88,8 +89,10 @@ def test_shipped_configs_build_their_networks():
     for name in shipped_configs():
         cfg = load_config(name)
         shape = (2,) if cfg.net.name == "mlp" else (1, 28, 28)
-        net = make_net(cfg.net, shape, None)
-        assert net(torch.zeros(1, *shape), torch.zeros(1)).shape == (1, *shape)
+        model = make_score_model(cfg, shape, None)
+        assert model(torch.zeros(1, *shape), 0.5).shape == (1, *shape)
+    with pytest.raises(ConfigError, match="input_frequencies: the mlp net"):
+        make_score_model(load_config("toy", ["score.input_frequencies=[256]"]), (2,), None)
     # Each network section lists only constructor arguments of its class.
     for name, cls in NETS.items():
         fields = {f.name for f in dataclasses.fields(getattr(TrainConfig().net, name))}
@@ -148,6 +151,16 @@ def test_resume_refuses_a_different_recipe(tmp_path):
     train(tiny_config(tmp_path, "steps=2"), resume=False, progress=False)
     with pytest.raises(ValueError, match=r"cannot resume.*optim\.lr"):
         train(tiny_config(tmp_path, "steps=4", "optim.lr=1e-2"), progress=False)
+
+
+def test_resume_ignores_where_init_from_pointed(tmp_path):
+    base = tmp_path / "base"
+    train(tiny_config(base, "steps=2"), resume=False, progress=False)
+    run = tmp_path / "run"
+    train(tiny_config(run, "steps=2", f"init_from={base}/checkpoint.pt"), resume=False, progress=False)
+    moved = tmp_path / "moved.pt"
+    (base / "checkpoint.pt").rename(moved)  # the starting model was moved: the run still resumes from its own state
+    assert train(tiny_config(run, "steps=4", f"init_from={moved}"), progress=False).step == 4
 
 
 def test_resume_reads_a_checkpoint_written_before_a_config_field_existed(tmp_path):

@@ -26,6 +26,8 @@ class TutorialUNet(nn.Module):
         embed_dim: width of the time (and label) embedding.
         num_classes: number of classes for conditioning (label `num_classes` is the null label), or None.
         fourier_scale: std of the random Fourier frequencies of the time feature.
+        extra_in_channels: channels concatenated to x at the input and not predicted (the input Fourier
+            features of `sdegen.score`); the net takes in_channels + extra_in_channels and returns in_channels.
     """
 
     def __init__(
@@ -35,6 +37,7 @@ class TutorialUNet(nn.Module):
         embed_dim: int = 256,
         num_classes: int | None = None,
         fourier_scale: float = 16.0,
+        extra_in_channels: int = 0,
     ):
         super().__init__()
         if len(channels) != 4:
@@ -47,7 +50,7 @@ class TutorialUNet(nn.Module):
         # Encoder: resolution 28 → 26 → 12 → 5 → 2 for MNIST.
         self.conv = nn.ModuleList(
             [
-                nn.Conv2d(in_channels, c0, 3, stride=1, bias=False),
+                nn.Conv2d(in_channels + extra_in_channels, c0, 3, stride=1, bias=False),
                 nn.Conv2d(c0, c1, 3, stride=2, bias=False),
                 nn.Conv2d(c1, c2, 3, stride=2, bias=False),
                 nn.Conv2d(c2, c3, 3, stride=2, bias=False),

@@ -88,6 +88,8 @@ class UNet(nn.Module):
         num_heads: attention heads.
         num_classes: number of classes for conditioning (label `num_classes` is the null label), or None.
         fourier_scale: std of the random Fourier frequencies of the time feature.
+        extra_in_channels: channels concatenated to x at the input and not predicted (the input Fourier
+            features of `sdegen.score`); the net takes in_channels + extra_in_channels and returns in_channels.
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class UNet(nn.Module):
         num_heads: int = 4,
         num_classes: int | None = None,
         fourier_scale: float = 16.0,
+        extra_in_channels: int = 0,
     ):
         super().__init__()
         if not 0.0 <= dropout < 1.0:
@@ -120,7 +123,7 @@ class UNet(nn.Module):
         self.embed = Conditioning(
             emb_dim, fourier_dim=model_channels, fourier_scale=fourier_scale, num_classes=num_classes
         )
-        self.stem = nn.Conv2d(in_channels, model_channels, 3, padding=1)
+        self.stem = nn.Conv2d(in_channels + extra_in_channels, model_channels, 3, padding=1)
         self.down = nn.ModuleList()
         widths, ch = [model_channels], model_channels
         for level, mult in enumerate(channel_mult):
