@@ -71,8 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtol", type=_positive_float, default=1e-5, help="ODE relative tolerance")
     p.add_argument("--atol", type=_positive_float, default=1e-5, help="ODE absolute tolerance")
     p.add_argument("--probes", type=_positive_int, default=1, help="Hutchinson probes per image")
-    p.add_argument("--t-min", type=_positive_float, default=None,
-                   help="time of the model density p_t_min (default: where sigma/alpha is a quarter 8-bit bin)")
+    at = p.add_mutually_exclusive_group()
+    at.add_argument("--t-min", type=_positive_float, default=None,
+                    help="time of the model density p_t_min (default: where sigma/alpha is a quarter 8-bit bin)")
+    at.add_argument("--t-min-bins", type=_positive_float, default=None,
+                    help="t_min where sigma/alpha is this many 8-bit bins (0.25 is the default t_min)")
     p.add_argument("--seed", type=int, default=0, help="seed for probes and dequantisation")
     p.add_argument("--out", required=True, help="output netCDF file with per-image bits/dim")
 
@@ -152,6 +155,7 @@ def cmd_likelihood(args) -> int:
     import sdegen
     from sdegen.checkpoint import load_model
     from sdegen.data import load_mnist
+    from sdegen.dequantization import default_t_min
     from sdegen.trajectory import save_netcdf
 
     model = load_model(args.model)
@@ -161,12 +165,15 @@ def cmd_likelihood(args) -> int:
     lo, hi = model.data_range
     images = lo + (hi - lo) * test.data[: args.num]  # the test digits on the model's 8-bit grid
     score = model.score_fn()
+    t_min = args.t_min
+    if args.t_min_bins is not None:
+        t_min = default_t_min(model.sde, model.data_range, bins=args.t_min_bins)
     bpd, nfe, seconds = [], [], []
     for i in range(0, args.num, args.batch_size):
         batch = images[i : i + args.batch_size]
         t0 = time.perf_counter()
         res = sdegen.bits_per_dim(model.sde, score, batch, data_range=model.data_range, seed=args.seed + i,
-                                  rtol=args.rtol, atol=args.atol, probes=args.probes, t_min=args.t_min)
+                                  rtol=args.rtol, atol=args.atol, probes=args.probes, t_min=t_min)
         seconds.append(time.perf_counter() - t0)
         bpd.append(res.bpd)
         nfe.append(res.nfe)

@@ -153,10 +153,15 @@ def bits_per_dim(
     )
 
 
-def default_t_min(sde: AbstractSDE, data_range: tuple[float, float] = (0.0, 1.0)) -> float:
-    """The time where sigma(t)/alpha(t) = T_MIN_BINS·(hi − lo)/256, a quarter of an 8-bit bin (float64)."""
+def default_t_min(sde: AbstractSDE, data_range: tuple[float, float] = (0.0, 1.0), bins: float = T_MIN_BINS) -> float:
+    """The time where sigma(t)/alpha(t) = bins·(hi − lo)/256: by default a quarter of an 8-bit bin (float64).
+
+    A model trained further down in t can be scored lower (`sdegen likelihood --t-min-bins`).
+    """
     lo, hi = _check_range(data_range)
-    ratio = torch.tensor([T_MIN_BINS * (hi - lo) / LEVELS], dtype=torch.float64)
+    if not (math.isfinite(bins) and bins > 0):
+        raise ValueError(f"bins must be a finite number > 0, got {bins}")
+    ratio = torch.tensor([bins * (hi - lo) / LEVELS], dtype=torch.float64)
     return float(time_of_noise_ratio(sde, ratio, t_min=0.0)[0])
 
 

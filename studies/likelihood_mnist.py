@@ -121,7 +121,9 @@ def main(argv: list[str] | None = None) -> None:
     # rtol = atol = 1e-5 as in Song et al. 2021 (Table 2); t_min: bits_per_dim's default (a quarter 8-bit bin).
     p.add_argument("--rtol", type=float, default=1e-5)
     p.add_argument("--atol", type=float, default=1e-5)
-    p.add_argument("--t-min", type=float, default=None)
+    at = p.add_mutually_exclusive_group()
+    at.add_argument("--t-min", type=float, default=None)
+    at.add_argument("--t-min-bins", type=float, default=None, help="t_min where sigma/alpha is this many 8-bit bins")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("studies/results"))
     args = p.parse_args(argv)
@@ -130,14 +132,18 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--num and --batch-size must be >= 1")
 
     from sdegen import checkpoint, data  # imported here so that tests and --help need neither
+    from sdegen.dequantization import default_t_min
 
     model = checkpoint.load_model(args.model)
+    t_min = args.t_min
+    if args.t_min_bins is not None:
+        t_min = default_t_min(model.sde, tuple(model.data_range), bins=args.t_min_bins)
     images = torch.from_numpy(np.asarray(data.read_idx(Path(args.data) / TEST_IMAGES))[: args.num].copy())
     images = images.reshape(images.shape[0], *model.data_shape)  # (N, 28, 28) → (N, 1, 28, 28)
     probes = args.probes if args.divergence == "hutchinson" else 1
     ds = evaluate(model.sde, model.score_fn(), images, data_range=tuple(model.data_range), batch_size=args.batch_size,
                   dequant_draws=args.dequant_draws, seed=args.seed, divergence=args.divergence, probes=probes,
-                  probe=args.probe, rtol=args.rtol, atol=args.atol, t_min=args.t_min)
+                  probe=args.probe, rtol=args.rtol, atol=args.atol, t_min=t_min)
     print(write_results(ds, args.out, str(args.model)))
     a = ds.attrs
     print(f"bits/dim {a['mean_bpd']:.4f} ± {a['stderr_bpd']:.4f} over {a['num_images']} images; "

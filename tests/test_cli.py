@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 import sdegen
+from sdegen.checkpoint import load_model
 from sdegen.cli import main
+from sdegen.dequantization import default_t_min
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
@@ -66,7 +68,9 @@ def test_bad_label_arguments(argv, message, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("argv", [["sample", "toy", "--steps", "0", "--out", "x.nc"],
-                                  ["sample", "toy", "--solver", "nope", "--out", "x.nc"]])
+                                  ["sample", "toy", "--solver", "nope", "--out", "x.nc"],
+                                  ["likelihood", "toy", "--data", ".", "--t-min", "0.01", "--t-min-bins", "0.1",
+                                   "--out", "x.nc"]])
 def test_bad_options_rejected_by_parser(argv, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
@@ -84,3 +88,16 @@ def test_likelihood_command(tmp_path, capsys):
     ds = xr.open_dataset(out)
     assert ds.bpd.shape == (2,) and np.all(np.isfinite(ds.bpd.values)) and 0 < float(ds.bpd.mean()) < 12
     assert "bits/dim" in capsys.readouterr().out
+    assert ds.attrs["t_min"] == default_t_min(load_model("mnist-likelihood").sde, (0.0, 1.0))
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="needs the MNIST test split in ../shared/data/mnist")
+def test_likelihood_command_t_min_in_bins(tmp_path):
+    out = tmp_path / "bpd.nc"
+    assert main(["likelihood", "mnist-likelihood", "--data", str(SHARED_MNIST), "--num", "1", "--t-min-bins",
+                 "0.125", "--rtol", "1e-2", "--atol", "1e-2", "--out", str(out)]) == 0
+    import xarray as xr
+
+    sde = load_model("mnist-likelihood").sde
+    t = xr.open_dataset(out).attrs["t_min"]
+    assert t == default_t_min(sde, (0.0, 1.0), bins=0.125) < default_t_min(sde, (0.0, 1.0))

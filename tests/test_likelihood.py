@@ -258,6 +258,19 @@ def test_default_t_min_puts_the_noise_at_a_quarter_bin(sde, data_range):
     assert math.isclose(float(ratio), (data_range[1] - data_range[0]) / 1024, rel_tol=1e-9)
 
 
+@pytest.mark.parametrize("bins", [0.125, 1.0])
+def test_default_t_min_at_other_bin_fractions(bins):
+    sde = sdegen.SubVPSDE()
+    t = torch.tensor(default_t_min(sde, (-1.0, 1.0), bins=bins), dtype=torch.float64)
+    assert math.isclose(float(sde.marginal_std(t) / sde.mean_scale(t)), bins * 2 / 256, rel_tol=1e-9)
+
+
+@pytest.mark.parametrize("bins", [0.0, -1.0, float("nan")])
+def test_default_t_min_rejects_bad_bins(bins):
+    with pytest.raises(ValueError, match="bins"):
+        default_t_min(sdegen.VPSDE(), bins=bins)
+
+
 def test_bits_per_dim_honours_an_explicit_t_min():
     g = Gaussian(torch.full((3,), 0.5, dtype=torch.float64), torch.full((3,), 0.2, dtype=torch.float64))
     sde = sdegen.SubVPSDE()
