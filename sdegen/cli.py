@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="time of the model density p_t_min (default: where sigma/alpha is a quarter 8-bit bin)")
     at.add_argument("--t-min-bins", type=_positive_float, default=None,
                     help="t_min where sigma/alpha is this many 8-bit bins (0.25 is the default t_min)")
+    p.add_argument("--clip-x0", action=argparse.BooleanOptionalAction, default=True,
+                   help="project the model's denoiser onto its data range (sdegen.score.clip_denoised)")
     p.add_argument("--seed", type=int, default=0, help="seed for probes and dequantisation")
     p.add_argument("--out", required=True, help="output netCDF file with per-image bits/dim")
 
@@ -156,6 +158,7 @@ def cmd_likelihood(args) -> int:
     from sdegen.checkpoint import load_model
     from sdegen.data import load_mnist
     from sdegen.dequantization import default_t_min
+    from sdegen.score import clip_denoised
     from sdegen.trajectory import save_netcdf
 
     model = load_model(args.model)
@@ -165,6 +168,8 @@ def cmd_likelihood(args) -> int:
     lo, hi = model.data_range
     images = lo + (hi - lo) * test.data[: args.num]  # the test digits on the model's 8-bit grid
     score = model.score_fn()
+    if args.clip_x0:
+        score = clip_denoised(score, model.sde, model.data_range)
     t_min = args.t_min
     if args.t_min_bins is not None:
         t_min = default_t_min(model.sde, model.data_range, bins=args.t_min_bins)
@@ -184,7 +189,7 @@ def cmd_likelihood(args) -> int:
         {"bpd": ("image", bpd), "label": ("image", test.labels[: args.num].numpy())},
         coords={"image": np.arange(args.num)},
         attrs={"model": str(args.model), "score_source": model.sha256, "rtol": args.rtol, "atol": args.atol,
-               "probes": args.probes, "seed": args.seed,
+               "probes": args.probes, "seed": args.seed, "clip_x0": int(args.clip_x0),
                "t_min": res.t_min, "batch_size": args.batch_size, "nfe_total": int(sum(nfe)),
                "seconds_per_image": float(sum(seconds) / args.num), "bpd_mean": float(bpd.mean()),
                "bpd_stderr": float(bpd.std(ddof=1) / np.sqrt(args.num)) if args.num > 1 else float("nan"),

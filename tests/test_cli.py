@@ -89,15 +89,17 @@ def test_likelihood_command(tmp_path, capsys):
     assert ds.bpd.shape == (2,) and np.all(np.isfinite(ds.bpd.values)) and 0 < float(ds.bpd.mean()) < 12
     assert "bits/dim" in capsys.readouterr().out
     assert ds.attrs["t_min"] == default_t_min(load_model("mnist-likelihood").sde, (0.0, 1.0))
+    assert ds.attrs["clip_x0"] == 1  # the denoiser projected onto the data range by default
 
 
 @pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="needs the MNIST test split in ../shared/data/mnist")
 def test_likelihood_command_t_min_in_bins(tmp_path):
     out = tmp_path / "bpd.nc"
     assert main(["likelihood", "mnist-likelihood", "--data", str(SHARED_MNIST), "--num", "1", "--t-min-bins",
-                 "0.125", "--rtol", "1e-2", "--atol", "1e-2", "--out", str(out)]) == 0
+                 "0.125", "--no-clip-x0", "--rtol", "1e-2", "--atol", "1e-2", "--out", str(out)]) == 0
     import xarray as xr
 
     sde = load_model("mnist-likelihood").sde
     t = xr.open_dataset(out).attrs["t_min"]
+    assert xr.open_dataset(out).attrs["clip_x0"] == 0
     assert t == default_t_min(sde, (0.0, 1.0), bins=0.125) < default_t_min(sde, (0.0, 1.0))

@@ -7,8 +7,9 @@ import pytest
 import torch
 from _oracle import oracle_model
 
+from sdegen._checks import batch_view
 from sdegen.analytic import Gaussian, GaussianMixture
-from sdegen.score import KINDS, Parametrisation, ScoreModel, convert, input_fourier_features
+from sdegen.score import KINDS, Parametrisation, ScoreModel, clip_denoised, convert, input_fourier_features
 from sdegen.sdes import VESDE, VPSDE, PowerVESDE, SubVPSDE
 
 SDES = [VPSDE(), SubVPSDE(), VESDE(), PowerVESDE()]
@@ -171,3 +172,71 @@ def test_score_model_errors():
         cond.score_fn(guidance=1.0)
     with pytest.raises(ValueError, match="labels must lie"):
         cond.score_fn(labels=5)(torch.zeros(2, 3, dtype=torch.float64), 0.5)
+
+
+# -- clip_denoised --------------------------------------------------------------------------------------
+def _box_score(sde, lo, hi):
+    """Exact score of x_t = alpha·x0 + sigma·ε for x0 uniform on [lo, hi] per coordinate (float64).
+
+    p_t(x) ∝ Φ(a) − Φ(b), a = (x − alpha·lo)/sigma, b = (x − alpha·hi)/sigma, so the score is
+    (φ(a) − φ(b)) / (sigma·(Φ(a) − Φ(b))); its denoiser lies in [lo, hi] by construction.
+    """
+    normal = torch.distributions.Normal(0.0, 1.0)
+
+    def score(x, t):
+        tt = torch.as_tensor(t, dtype=x.dtype).expand(x.shape[0])
+        alpha, sigma = batch_view(sde.mean_scale(tt), x), batch_view(sde.marginal_std(tt), x)
+        a, b = (x - alpha * lo) / sigma, (x - alpha * hi) / sigma
+        pdf = normal.log_prob(a).exp() - normal.log_prob(b).exp()
+        return pdf / (sigma * (normal.cdf(a) - normal.cdf(b)))
+
+    return score
+
+
+def _x0_score(sde, x0):
+    """The score whose denoiser is exactly the given x0 (any values, in range or not)."""
+    def score(x, t):
+        tt = torch.as_tensor(t, dtype=x.dtype).expand(x.shape[0])
+        return (batch_view(sde.mean_scale(tt), x) * x0 - x) / batch_view(sde.marginal_std(tt), x) ** 2
+
+    return score
+
+
+@pytest.mark.parametrize("sde", SDES, ids=lambda s: s.name)
+def test_clip_denoised_leaves_the_exact_score_of_bounded_data_alone(sde):
+    g = torch.Generator().manual_seed(0)
+    t = 0.05 + 0.9 * torch.rand(256, generator=g, dtype=torch.float64)
+    x0 = torch.rand(256, 3, generator=g, dtype=torch.float64)
+    x = sde.perturb(x0, t, generator=g)
+    exact = _box_score(sde, 0.0, 1.0)
+    torch.testing.assert_close(clip_denoised(exact, sde, (0.0, 1.0))(x, t), exact(x, t), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("sde", SDES, ids=lambda s: s.name)
+def test_clip_denoised_projects_the_denoiser_onto_the_range(sde):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 4, generator=g, dtype=torch.float64)
+    inside = 0.2 + 0.6 * torch.rand(64, 4, generator=g, dtype=torch.float64)
+    wild = 3 * torch.randn(64, 4, generator=g, dtype=torch.float64)  # mostly outside [-1, 1]
+    for t in (0.01, 0.3, torch.full((64,), 0.7, dtype=torch.float64)):
+        s_in = _x0_score(sde, inside)
+        assert torch.equal(clip_denoised(s_in, sde, (-1.0, 1.0))(x, t), s_in(x, t))  # bit for bit in range
+        got = clip_denoised(_x0_score(sde, wild), sde, (-1.0, 1.0))(x, t)
+        torch.testing.assert_close(got, _x0_score(sde, wild.clamp(-1.0, 1.0))(x, t), rtol=1e-9, atol=1e-9)
+
+
+def test_clip_denoised_passes_gradients_for_the_divergence():
+    sde = SubVPSDE()
+    x = torch.full((2, 3), 0.5, dtype=torch.float64, requires_grad=True)
+    # d(score)/dx = -1/sigma² where x0 is clamped (constant), the wrapped score's own slope elsewhere
+    score = clip_denoised(lambda x, t: torch.full_like(x, 5.0), sde, (0.0, 1.0))  # x0_hat = (x + 5·sigma²)/alpha
+    (grad,) = torch.autograd.grad(score(x, 0.5).sum(), x)
+    sigma = float(sde.marginal_std(0.5)[0])
+    assert 0.5 + 5 * sigma**2 > float(sde.mean_scale(0.5)[0])  # so x0_hat > 1: clamped, constant in x
+    torch.testing.assert_close(grad, torch.full_like(grad, -1 / sigma**2))
+
+
+@pytest.mark.parametrize("data_range", [(1.0, 0.0), (0.0, float("inf")), (float("nan"), 1.0)])
+def test_clip_denoised_rejects_a_bad_range(data_range):
+    with pytest.raises(ValueError, match="data_range"):
+        clip_denoised(lambda x, t: x, VPSDE(), data_range)
