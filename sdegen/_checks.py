@@ -87,3 +87,14 @@ def check_score_output(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     if not torch.isfinite(s).all():
         raise ValueError("score returned non-finite values (NaN or inf)")
     return s
+
+
+def check_data_range(data_range) -> tuple[float, float]:
+    """(lo, hi) as floats, finite with lo < hi; a ValueError naming data_range otherwise."""
+    try:
+        lo, hi = (float(v) for v in data_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"data_range must be a pair (lo, hi) of numbers, got {data_range!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"data_range must be finite with lo < hi, got {data_range!r}")
+    return lo, hi

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sdegen._checks import check_batched
+from sdegen._checks import check_batched, check_data_range
 from sdegen.likelihood import log_likelihood, make_generator
 from sdegen.samplers._run import time_of_noise_ratio
 from sdegen.sdes import AbstractSDE
@@ -120,7 +120,7 @@ def bits_per_dim(
             float images outside `data_range` or off its 8-bit grid, a bad data_range, dequant_draws or
             dequant_noise, or an unknown keyword argument.
     """
-    lo, hi = _check_range(data_range)
+    lo, hi = check_data_range(data_range)
     levels = to_levels(images, (lo, hi))
     dtype = dtype or (images.dtype if images.is_floating_point() else torch.get_default_dtype())
     if not dtype.is_floating_point:
@@ -158,7 +158,7 @@ def default_t_min(sde: AbstractSDE, data_range: tuple[float, float] = (0.0, 1.0)
 
     A model trained further down in t can be scored lower (`sdegen likelihood --t-min-bins`).
     """
-    lo, hi = _check_range(data_range)
+    lo, hi = check_data_range(data_range)
     if not (math.isfinite(bins) and bins > 0):
         raise ValueError(f"bins must be a finite number > 0, got {bins}")
     ratio = torch.tensor([bins * (hi - lo) / LEVELS], dtype=torch.float64)
@@ -171,7 +171,7 @@ def to_levels(images: torch.Tensor, data_range: tuple[float, float]) -> torch.Te
     Raises:
         TypeError / ValueError: see `bits_per_dim`.
     """
-    lo, hi = _check_range(data_range)
+    lo, hi = check_data_range(data_range)
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
     if images.ndim < 2 or images.shape[0] < 1:
@@ -200,16 +200,6 @@ def to_levels(images: torch.Tensor, data_range: tuple[float, float]) -> torch.Te
             f"found a value {off:.3g} grid steps off (already dequantised? pass the 8-bit images)"
         )
     return k.long()
-
-
-def _check_range(data_range) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in data_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"data_range must be a pair (lo, hi) of numbers, got {data_range!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"data_range must be finite with lo < hi, got {data_range!r}")
-    return lo, hi
 
 
 def _check_noise(noise, draws, shape) -> torch.Tensor | None:

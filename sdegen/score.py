@@ -50,7 +50,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sdegen._checks import Time, as_time, batch_view, check_batched
+from sdegen._checks import Time, as_time, batch_view, check_batched, check_data_range
 
 KINDS = ("score", "eps", "x0", "v")
 TIME_INPUTS = ("log_sigma", "t")
@@ -154,9 +154,7 @@ def clip_denoised(score, sde, data_range: tuple[float, float]):
         sde: the forward SDE the score belongs to (alpha = mean_scale, sigma = marginal_std).
         data_range: (lo, hi), the range of the (dequantised) training data, lo < hi.
     """
-    lo, hi = (float(v) for v in data_range)
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"data_range must be two finite numbers lo < hi, got {tuple(data_range)}")
+    lo, hi = check_data_range(data_range)
 
     def clipped(x: torch.Tensor, t: Time) -> torch.Tensor:
         s = score(x, t)
