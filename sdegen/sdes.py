@@ -148,6 +148,71 @@ class AbstractSDE(ABC):
 
         return ForwardSDE(self, data_shape=data_shape)
 
+    # -- process protocol (sdegen.processes): forward, bridge, equilibrium, loss -----------------------
+    # With these four methods every SDE here is a bridge process: x0-prediction plus `sample_bridge` is
+    # DDPM-style ancestral sampling on any time grid (`sdegen.processes.sample_backward`).
+    kind: str = "euclidean"
+
+    def sample_forward(self, x0: torch.Tensor, t: Time, generator=None) -> torch.Tensor:
+        """A draw of x_t | x0 ~ N(alpha(t)·x0, sigma(t)² I), shaped like x0.
+
+        Args:
+            x0: (batch, *data_shape) float.
+            t: float or (batch,) tensor in [0, T].
+            generator: a torch.Generator, or a sequence of one generator per sample.
+        """
+        from sdegen.processes._common import randn
+
+        check_batched(x0, "x0")
+        return self.perturb(x0, t, noise=randn(x0.shape, generator, x0.dtype, x0.device))
+
+    def sample_bridge(self, x0: torch.Tensor, x_t: torch.Tensor, s: Time, t: Time, generator=None) -> torch.Tensor:
+        """A draw of the Gaussian posterior q(x_s | x_t, x0) for 0 <= s < t (Ho et al. 2020, eq. 7).
+
+        With a = alpha(t)/alpha(s) and v = sigma(t)² − a²·sigma(s)² (the variance of x_t | x_s):
+        mean = (alpha(s)·v/sigma(t)²)·x0 + (a·sigma(s)²/sigma(t)²)·x_t, variance = sigma(s)²·v/sigma(t)².
+
+        Args:
+            x0, x_t: (batch, *data_shape) float, same shape.
+            s, t: floats or (batch,) tensors with 0 <= s < t <= T.
+            generator: a torch.Generator, or a sequence of one generator per sample.
+
+        Raises:
+            ValueError: shapes differ, or s >= t, or a time lies outside [0, T].
+        """
+        from sdegen.processes._common import bridge_times, randn, view
+
+        check_batched(x0, "x0")
+        check_batched(x_t, "x_t")
+        if x0.shape != x_t.shape:
+            raise ValueError(f"x0 and x_t must have the same shape, got {tuple(x0.shape)} and {tuple(x_t.shape)}")
+        ss, tt = bridge_times(s, t, x_t.shape[0])
+        if tt.max().item() > self.T:
+            raise ValueError(f"t must lie in [0, {self.T}], got {tt.max().item():.6g}")
+        alpha_s, alpha_t = self._mean_scale(ss), self._mean_scale(tt)
+        var_s, var_t = self._marginal_std(ss) ** 2, self._marginal_std(tt) ** 2
+        a = alpha_t / alpha_s
+        v = (var_t - a * a * var_s).clamp_min(0.0)
+        mean = view(alpha_s * v / var_t, x_t) * x0 + view(a * var_s / var_t, x_t) * x_t
+        std = view((var_s * v / var_t).sqrt(), x_t)
+        return mean + std * randn(x_t.shape, generator, x_t.dtype, x_t.device)
+
+    def sample_equilibrium(self, shape, generator=None, dtype=torch.float32, device=None) -> torch.Tensor:
+        """A draw of the prior N(0, prior_std² I) of full shape (batch, *data_shape) (a generator sequence is
+        used one generator per sample)."""
+        from sdegen.processes._common import randn
+
+        return self.prior_std * randn(tuple(shape), generator, dtype, device)
+
+    def loss(self, prediction: torch.Tensor, x0: torch.Tensor, t: Time) -> torch.Tensor:
+        """Mean squared error of an x0 prediction over the data dims, shape (batch,)."""
+        if prediction.shape != x0.shape:
+            shapes = f"{tuple(prediction.shape)} and {tuple(x0.shape)}"
+            raise ValueError(f"prediction and x0 must have the same shape, got {shapes}")
+        return ((prediction - x0) ** 2).reshape(x0.shape[0], -1).mean(1)
+
+    # -- end of the process protocol -------------------------------------------------------------------
+
     def attrs(self) -> dict[str, float | str]:
         """Flat netCDF-safe attributes: {"sde": name, "sde_<param>": value, ...}."""
         return {"sde": self.name, **{f"sde_{k}": float(v) for k, v in self.params().items()}}

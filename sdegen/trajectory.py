@@ -65,40 +65,67 @@ def netcdf_attrs(attrs: dict) -> dict:
     return out
 
 
-def make_trajectory(x, times, sigma, mean_scale, *, x0_hat=None, labels=None, attrs=None) -> xr.Dataset:
+def make_trajectory(
+    x, times, sigma=None, mean_scale=None, *, x0_hat=None, labels=None, attrs=None, kind=None
+) -> xr.Dataset:
     """Assemble a schema-conforming Dataset.
 
     Args:
-        x: (time, sample, *data_shape) array.
-        times, sigma, mean_scale: (time,) arrays.
-        x0_hat: optional array shaped like x.
+        x: (time, sample, *data_shape) array; integer arrays (categories) keep an integer dtype, everything
+            else is stored as float32.
+        times: (time,) array.
+        sigma, mean_scale: (time,) arrays for Gaussian processes (x_t | x0 ~ N(mean_scale·x0, sigma²)),
+            both None for the other processes (then `kind` must be given).
+        x0_hat: optional array shaped like x, or with one trailing dim more (`category`: logits over the
+            classes of a categorical state).
         labels: optional (sample,) integer labels.
         attrs: dataset attributes (flattened with `netcdf_attrs`).
+        kind: the state kind stored in `x.attrs["kind"]`: "euclidean", "angle", "quaternion" or "category".
     """
-    x = np.asarray(x, dtype=np.float32)
+    x = np.asarray(x)
+    x = x.astype(np.int64) if x.dtype.kind in "iub" else x.astype(np.float32)
     dims = ("time", "sample", *data_dims(x.shape[2:]))
     coords = {"time": np.asarray(times, dtype=np.float64), "sample": np.arange(x.shape[1], dtype=np.int64)}
     if labels is not None:
         coords["label"] = ("sample", np.asarray(labels, dtype=np.int64))
-    data = {
-        "x": (dims, x),
-        "sigma": ("time", np.asarray(sigma, dtype=np.float64)),
-        "mean_scale": ("time", np.asarray(mean_scale, dtype=np.float64)),
-    }
+    if (sigma is None) != (mean_scale is None):
+        raise ValueError("sigma and mean_scale are given together (Gaussian processes) or not at all")
+    if sigma is None and kind is None:
+        raise ValueError("a trajectory without sigma/mean_scale must state its kind (kind=...)")
+    data = {"x": (dims, x)}
+    if sigma is not None:
+        data["sigma"] = ("time", np.asarray(sigma, dtype=np.float64))
+        data["mean_scale"] = ("time", np.asarray(mean_scale, dtype=np.float64))
     if x0_hat is not None:
-        data["x0_hat"] = (dims, np.asarray(x0_hat, dtype=np.float32))
+        x0_hat = np.asarray(x0_hat, dtype=np.float32)
+        extra = x0_hat.shape[x.ndim :]
+        if x0_hat.shape[: x.ndim] != x.shape or len(extra) > 1:
+            raise ValueError(f"x0_hat must have shape {x.shape} (+ one class dim), got {x0_hat.shape}")
+        data["x0_hat"] = ((*dims, "category") if extra else dims, x0_hat)
     ds = xr.Dataset(data, coords=coords, attrs=netcdf_attrs(attrs or {}))
     ds["time"].attrs["long_name"] = "SDE time t"
-    ds["sigma"].attrs["long_name"] = "marginal std sigma(t) of x_t | x0"
-    ds["mean_scale"].attrs["long_name"] = "mean scale alpha(t): E[x_t | x0] = alpha(t) x0"
+    if kind is not None:
+        ds["x"].attrs["kind"] = str(kind)
+    if sigma is not None:
+        ds["sigma"].attrs["long_name"] = "marginal std sigma(t) of x_t | x0"
+        ds["mean_scale"].attrs["long_name"] = "mean scale alpha(t): E[x_t | x0] = alpha(t) x0"
     return ds
 
 
 def check_trajectory(ds: xr.Dataset, source: str = "dataset") -> None:
-    """Raise TrajectoryError naming `source` unless ds follows the trajectory schema."""
-    problems = [f"variable {v!r}" for v in ("x", "sigma", "mean_scale") if v not in ds.variables]
-    if "x" in ds.variables and tuple(ds["x"].dims[:2]) != ("time", "sample"):
-        problems.append(f"x dims (time, sample, ...) (found {ds['x'].dims})")
+    """Raise TrajectoryError naming `source` unless ds follows the trajectory schema.
+
+    The state is `x` (or `x_0`, `x_1`, … for joint processes). `sigma` and `mean_scale` are required unless
+    every state variable states a non-Gaussian `kind` in its attrs.
+    """
+    state = [v for v in ds.data_vars if v == "x" or (v.startswith("x_") and v[2:].isdigit())]
+    problems = [] if state else ["variable 'x'"]
+    gaussian = [v for v in ("sigma", "mean_scale") if v in ds.variables]
+    if len(gaussian) == 1 or not (gaussian or (state and all("kind" in ds[v].attrs for v in state))):
+        problems += [f"variable {v!r}" for v in ("sigma", "mean_scale") if v not in ds.variables]
+    for v in state:
+        if tuple(ds[v].dims[:2]) != ("time", "sample"):
+            problems.append(f"{v} dims (time, sample, ...) (found {ds[v].dims})")
     problems += [f"attribute {a!r}" for a in REQUIRED_ATTRS if a not in ds.attrs]
     if problems:
         raise TrajectoryError(f"{source} is not an sdegen trajectory: missing {', '.join(problems)}")
