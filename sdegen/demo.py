@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 # (solver, steps, options): a cross-section of the families, with step counts that give clean digits on
-# this model at demo speed (see studies/solver_comparison.py for the full NFE sweep).
+# this model at demo speed (studies/mnist_quality.py measures FLD per solver and step count).
 DEMO_RUNS = [
     ("euler", 250, {}),
     ("pc", 125, {"snr": 0.1, "corrector_steps": 1}),
@@ -39,8 +39,8 @@ def _mnist_test_dir() -> Path | None:
 def run_demo(out: Path, *, num_samples: int = 36, seed: int = 0) -> int:
     import sdegen
     from sdegen import plots
-    from sdegen.checkpoint import load_model
     from sdegen.metrics import class_spread, predict_classes
+    from sdegen.model import load_model
 
     out.mkdir(parents=True, exist_ok=True)
     model = load_model("mnist")
@@ -48,6 +48,11 @@ def run_demo(out: Path, *, num_samples: int = 36, seed: int = 0) -> int:
     score = model.score_fn(labels=labels, guidance=GUIDANCE if labels is not None else 0.0)
     print(f"model: {model.path.name} ({model.config.sde.name} SDE, {model.config.net.name}, step {model.step}); "
           f"{num_samples} digits per solver, seed {seed}")
+    header = [
+        "| solver | steps | NFE | seconds | class entropy | LeNet agrees with label |",
+        "|---|---|---|---|---|---|",
+    ]
+    print("\n".join(header), flush=True)
     rows = []
     for solver, steps, options in DEMO_RUNS:
         t0 = time.perf_counter()
@@ -56,25 +61,20 @@ def run_demo(out: Path, *, num_samples: int = 36, seed: int = 0) -> int:
                            denoise=solver in ("euler", "pc"), score_source=model.sha256,
                            data_range=model.data_range, **options)
         seconds = time.perf_counter() - t0
-        path = sdegen.save_trajectory(ds, out / f"{solver}.nc")
+        sdegen.save_trajectory(ds, out / f"{solver}.nc")
         plots.sample_grid(ds, out / f"{solver}.png")
         final = ds.x.isel(time=-1).values.clip(*model.data_range)
         predicted = predict_classes(final)
         counts = torch.bincount(torch.from_numpy(predicted), minlength=10).numpy()
         agree = float((predicted == labels.numpy()).mean()) if labels is not None else float("nan")
-        rows.append((solver, ds.attrs["steps"], ds.attrs["nfe"], seconds, class_spread(counts).entropy, agree, path))
+        rows.append(f"| {solver} | {ds.attrs['steps']} | {ds.attrs['nfe']} | {seconds:.1f} | "
+                    f"{class_spread(counts).entropy:.3f} | {agree:.2f} |")
+        print(rows[-1], flush=True)  # each solver as it finishes
     plots.animation(sdegen.open_trajectory(out / "euler.nc"), out / "euler.gif")
     plots.component_paths(sdegen.open_trajectory(out / "euler.nc"), out / "euler_paths.png")
-
-    lines = [
-        "| solver | steps | NFE | seconds | class entropy | LeNet agrees with label |",
-        "|---|---|---|---|---|---|",
-    ]
-    lines += [f"| {s} | {st} | {n} | {sec:.1f} | {ent:.3f} | {agree:.2f} |" for s, st, n, sec, ent, agree, _ in rows]
-    lines += ["", _likelihood_line()]
-    table = "\n".join(lines)
-    (out / "summary.md").write_text(table + "\n")
-    print(table)
+    likelihood = _likelihood_line()
+    print("\n" + likelihood)
+    (out / "summary.md").write_text("\n".join([*header, *rows, "", likelihood]) + "\n")
     print(f"\ntrajectories, grids (*.png), euler.gif and summary.md in {out}/")
     return 0
 
@@ -82,9 +82,9 @@ def run_demo(out: Path, *, num_samples: int = 36, seed: int = 0) -> int:
 def _likelihood_line() -> str:
     """Bits/dim of a few test digits under the shipped likelihood model, if it and the test split are here."""
     import sdegen
-    from sdegen.checkpoint import load_model, shipped_models
     from sdegen.data import load_mnist
     from sdegen.dequantization import default_t_min
+    from sdegen.model import load_model, shipped_models
     from sdegen.score import clip_denoised
 
     root = _mnist_test_dir()

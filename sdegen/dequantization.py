@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import torch
 
 from sdegen._checks import check_batched, check_data_range
+from sdegen.grids import time_of_noise_ratio
 from sdegen.likelihood import log_likelihood, make_generator
-from sdegen.samplers._run import time_of_noise_ratio
 from sdegen.sdes import AbstractSDE
 
 LEVELS = 256  # 8-bit images: k ∈ {0, …, 255}

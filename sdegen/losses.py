@@ -25,7 +25,8 @@ marginal variance obeys d(sigma²)/dt = 2f·sigma² + g² and d(ln alpha)/dt = f
     g²/sigma² = d/dt ln(sigma²/alpha²) = 2·dρ/dt,    ρ(t) = ln(sigma(t)/alpha(t)),
 
 so q is *uniform in ρ* (half the negative log-SNR) and Z = 2(ρ(1) − ρ(t_min)). Sampling t = ρ⁻¹(ρ_min + u·(ρ_max −
-ρ_min)) needs ρ⁻¹ in closed form (softplus(z) = ln(1 + eᶻ), B = ∫β):
+ρ_min)) needs ρ⁻¹ in closed form, which each SDE answers (`AbstractSDE.time_of_half_log_nsr`;
+softplus(z) = ln(1 + eᶻ), B = ∫β):
 
 * VP:      sigma²/alpha² = e^B − 1                 ⇒ B = softplus(2ρ)
 * sub-VP:  sigma/alpha = 2·sinh(B/2)                ⇒ B = 2·asinh(e^ρ/2)
@@ -41,39 +42,18 @@ whole global batch so that data-parallel runs match single-process ones).
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from sdegen._checks import batch_view, check_batched
 from sdegen.score import ScoreModel, alpha_sigma, v_norm
-from sdegen.sdes import VESDE, VPSDE, AbstractSDE, PowerVESDE, SubVPSDE
+from sdegen.sdes import AbstractSDE
 
 
 def half_log_nsr(sde: AbstractSDE, t: torch.Tensor) -> torch.Tensor:
     """ρ(t) = ln(sigma(t)/alpha(t)) in float64, shape (batch,) (minus half the log signal-to-noise ratio)."""
     alpha, sigma = alpha_sigma(sde, t, t.double())
     return torch.log(sigma / alpha)
-
-
-def _softplus(z: torch.Tensor) -> torch.Tensor:
-    return torch.logaddexp(z, torch.zeros_like(z))
-
-
-def _inverse_half_log_nsr(sde: AbstractSDE, rho: torch.Tensor) -> torch.Tensor:
-    """t with ρ(t) = rho, closed form per SDE (module docstring); rho float64 (batch,)."""
-    if isinstance(sde, VPSDE | SubVPSDE):
-        B = _softplus(2 * rho) if isinstance(sde, VPSDE) else 2 * torch.asinh(torch.exp(rho) / 2)
-        b0, db = sde.beta_min, sde.beta_max - sde.beta_min
-        return 2 * B / (b0 + torch.sqrt(b0 * b0 + 2 * db * B))
-    if isinstance(sde, VESDE):
-        log_r = math.log(sde.sigma_max / sde.sigma_min)
-        return _softplus(2 * rho - 2 * math.log(sde.sigma_min)) / (2 * log_r)
-    if isinstance(sde, PowerVESDE):
-        log_s = math.log(sde.sigma)
-        return _softplus(2 * rho + math.log(2 * log_s)) / (2 * log_s)
-    raise TypeError(f"no importance sampler for {type(sde).__name__}")
 
 
 def likelihood_normaliser(sde: AbstractSDE, t_min: float) -> float:
@@ -85,13 +65,13 @@ def likelihood_normaliser(sde: AbstractSDE, t_min: float) -> float:
 def likelihood_time_density(sde: AbstractSDE, t: torch.Tensor, t_min: float) -> torch.Tensor:
     """The importance density q(t) = g(t)²/(sigma(t)²·Z) on [t_min, 1], float64 of t's shape."""
     t = t.double()
-    return sde._diffusion(t) ** 2 / sde._marginal_std(t) ** 2 / likelihood_normaliser(sde, t_min)
+    return sde.diffusion(t) ** 2 / sde.marginal_std(t) ** 2 / likelihood_normaliser(sde, t_min)
 
 
 def likelihood_time(sde: AbstractSDE, u: torch.Tensor, t_min: float) -> torch.Tensor:
     """Map uniforms u ∈ [0, 1) (batch,) to t ~ q(t) ∝ g²/sigma² on [t_min, 1] by the inverse CDF (float64)."""
     rho = half_log_nsr(sde, torch.tensor([t_min, sde.T], dtype=torch.float64, device=u.device))
-    t = _inverse_half_log_nsr(sde, rho[0] + u.double() * (rho[1] - rho[0]))
+    t = sde.time_of_half_log_nsr(rho[0] + u.double() * (rho[1] - rho[0]))
     return t.clamp(t_min, sde.T)
 
 

@@ -11,67 +11,43 @@ time s = T − t on flattened state: dx/ds = g²·s(x, T − s) − f·x, with d
 Because g does not depend on x the noise is additive, so the Itô and Stratonovich forms coincide and
 the same object serves both kinds of torchsde solver (`sde_type`).
 
-Both wrappers validate every score evaluation (shape and finiteness), refuse to evaluate the score
-outside [t_min, T], and count evaluations in `nfe`.
+Both wrappers take the score as given: it is a `sdegen.score_guard.GuardedScore` (output check, time
+guard, NFE count), made once by the entry point (`AbstractSDE.reverse` / `probability_flow`, or the run
+that calls them). Each also answers `drift_and_score` / `velocity_and_score`, so that an adapter can read
+Tweedie's E[x0 | x_t] from the evaluation the library made anyway.
 """
 
 from __future__ import annotations
 
 import torch
 
-from sdegen._checks import batch_view, check_score_output
+from sdegen._checks import batch_view
 
-# Times are computed as T − s in float32/64 by the solvers; allow this much round-off at the ends.
-_TIME_SLACK = 1e-7
-
-
-class CountingScore:
-    """Wrap score(x, t) to check its output, enforce t ∈ [t_min, T] and count evaluations (NFE).
-
-    `nfe` counts calls to the underlying score, i.e. real score/network evaluations.
-    """
-
-    def __init__(self, score, t_min: float, T: float, check: bool = True):
-        if not callable(score):
-            raise TypeError(f"score must be callable as score(x, t), got {type(score).__name__}")
-        self.score = score
-        self.t_min = float(t_min)
-        self.T = float(T)
-        self.check = check
-        self.nfe = 0
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        lo, hi = float(t.min()), float(t.max())
-        if lo < self.t_min - _TIME_SLACK * max(1.0, self.T) or hi > self.T + _TIME_SLACK * max(1.0, self.T):
-            raise RuntimeError(
-                f"score evaluated at t in [{lo:.6g}, {hi:.6g}], outside [t_min={self.t_min}, T={self.T}]"
-            )
-        self.nfe += 1
-        s = self.score(x, t)
-        return check_score_output(s, x) if self.check else s
-
+# torchdiffeq's methods for the PF ODE: adaptive ones (rtol and atol mean something only for these) and
+# fixed-grid ones.
+ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+FIXED_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams")
 
 class ReverseSDE(torch.nn.Module):
     """Reverse-time SDE as a torchsde SDE in flipped time s = T − t on (batch, d) state.
 
     Args:
         sde: the forward SDE.
-        score: callable score(x, t) on x of shape (batch, *data_shape), t of shape (batch,).
+        score: the guarded score(x, t) on x of shape (batch, *data_shape), t of shape (batch,).
         data_shape: shape of one sample; the flat state (batch, d) is reshaped to (batch, *data_shape)
             before calling the score. None means the state is already (batch, d).
         sde_type: "ito" or "stratonovich" (identical here: the noise is additive).
-        t_min: the smallest forward time at which the score may be evaluated.
     """
 
     noise_type = "diagonal"
 
-    def __init__(self, sde, score, *, data_shape=None, sde_type: str = "ito", t_min: float = 0.0):
+    def __init__(self, sde, score, *, data_shape=None, sde_type: str = "ito"):
         super().__init__()
         if sde_type not in ("ito", "stratonovich"):
             raise ValueError(f"sde_type must be 'ito' or 'stratonovich', got {sde_type!r}")
         self.sde_type = sde_type
         self.forward_sde = sde
-        self.score = CountingScore(score, t_min, sde.T)
+        self.score = score
         self.data_shape = None if data_shape is None else tuple(data_shape)
 
     @property
@@ -86,13 +62,19 @@ class ReverseSDE(torch.nn.Module):
         s = torch.as_tensor(s, dtype=y.dtype, device=y.device)
         return (self.forward_sde.T - s).clamp(0.0, self.forward_sde.T).expand(y.shape[0])
 
-    def f(self, s, y: torch.Tensor) -> torch.Tensor:
-        """Drift in s: g(t)²·score(x, t) − f(t)·x with t = T − s; shape (batch, d)."""
+    def drift_and_score(self, s, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The drift in s, g(t)²·score(x, t) − f(t)·x with t = T − s, shape (batch, d), and the score itself
+        (shape (batch, *data_shape)) from the same evaluation."""
         t = self.forward_time(s, y)
         x = self._unflatten(y)
         g2 = self.forward_sde.diffusion(t, x) ** 2
-        drift = batch_view(g2, x) * self.score(x, t) - self.forward_sde.drift(x, t)
-        return drift.reshape(y.shape)
+        score = self.score(x, t)
+        drift = batch_view(g2, x) * score - self.forward_sde.drift(x, t)
+        return drift.reshape(y.shape), score
+
+    def f(self, s, y: torch.Tensor) -> torch.Tensor:
+        """Drift in s: g(t)²·score(x, t) − f(t)·x with t = T − s; shape (batch, d)."""
+        return self.drift_and_score(s, y)[0]
 
     def g(self, s, y: torch.Tensor) -> torch.Tensor:
         """Diagonal diffusion g(T − s), broadcast to (batch, d)."""
@@ -129,24 +111,38 @@ class ProbabilityFlowODE(torch.nn.Module):
     [t_min, T] (the ODE is continued with the score at the end point) so the score is never evaluated
     outside its domain. Pass `options={"step_t": ...}` at the end points as well, as `sdegen` does,
     so that no accepted step crosses the end.
+
+    Args:
+        sde: the forward SDE.
+        score: the guarded score(x, t).
+        t_min: the lower end of the clamp.
     """
 
     def __init__(self, sde, score, *, t_min: float = 0.0):
         super().__init__()
         self.forward_sde = sde
         self.t_min = float(t_min)
-        self.score = CountingScore(score, self.t_min, sde.T)
+        self.score = score
 
     @property
     def nfe(self) -> int:
         return self.score.nfe
 
+    def velocity_and_score(self, t: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """dx/dt at forward time t (batch,) for state x (batch, *data_shape), and the score it used."""
+        g2 = self.forward_sde.diffusion(t, x) ** 2
+        score = self.score(x, t)
+        # The ½ is what makes this ODE share the SDE's marginals (Song et al. 2021, eq. 13).
+        return self.forward_sde.drift(x, t) - 0.5 * batch_view(g2, x) * score, score
+
     def velocity(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """dx/dt at forward time t (batch,) for state x (batch, *data_shape)."""
-        g2 = self.forward_sde.diffusion(t, x) ** 2
-        # The ½ is what makes this ODE share the SDE's marginals (Song et al. 2021, eq. 13).
-        return self.forward_sde.drift(x, t) - 0.5 * batch_view(g2, x) * self.score(x, t)
+        return self.velocity_and_score(t, x)[0]
+
+    def clamped_time(self, t, x: torch.Tensor) -> torch.Tensor:
+        """A solver's time t (0-d) as a (batch,) tensor clamped to [t_min, T] (see the class docstring)."""
+        tt = torch.as_tensor(t, dtype=x.dtype, device=x.device).clamp(self.t_min, self.forward_sde.T)
+        return tt.expand(x.shape[0])
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        tt = torch.as_tensor(t, dtype=x.dtype, device=x.device).clamp(self.t_min, self.forward_sde.T)
-        return self.velocity(tt.expand(x.shape[0]), x)
+        return self.velocity(self.clamped_time(t, x), x)

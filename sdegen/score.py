@@ -81,6 +81,14 @@ def input_fourier_features(
     return feats.flatten(1, 2).to(x.dtype)
 
 
+def tweedie(x: torch.Tensor, score: torch.Tensor, alpha, sigma) -> torch.Tensor:
+    """Tweedie's formula E[x0 | x_t = x] = (x + sigma²·score)/alpha (Efron 2011), for x_t | x0 ~ N(alpha·x0, sigma²I).
+
+    alpha and sigma are floats or tensors that broadcast against x.
+    """
+    return (x + sigma**2 * score) / alpha
+
+
 def to_x0_eps(kind: str, out, x, alpha, sigma, sigma_data: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(x0, ε) from a prediction `out` of the given kind ("score" = raw score ∇ log p_t) at state x."""
     if kind == "eps":
@@ -130,8 +138,8 @@ def alpha_sigma(sde, t: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, to
     Evaluated in float64 like `AbstractSDE.mean_scale`, but without its range check, which reads t back to
     the host (a device synchronisation per call on CUDA); the training hot path draws t itself.
     """
-    td = t.to(device=x.device, dtype=torch.float64)
-    return sde._mean_scale(td).to(x.dtype), sde._marginal_std(td).to(x.dtype)
+    alpha, sigma = sde.alpha_sigma(t.to(device=x.device, dtype=torch.float64))
+    return alpha.to(x.dtype), sigma.to(x.dtype)
 
 
 def clip_denoised(score, sde, data_range: tuple[float, float]):
@@ -186,14 +194,18 @@ class Parametrisation:
     input_frequencies: tuple[float, ...] = ()
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown parametrisation {self.kind!r}; known: {list(KINDS)}")
-        if self.time_input not in TIME_INPUTS:
-            raise ValueError(f"unknown time_input {self.time_input!r}; known: {list(TIME_INPUTS)}")
-        if not (math.isfinite(self.sigma_data) and self.sigma_data > 0):
-            raise ValueError(f"sigma_data must be a finite number > 0, got {self.sigma_data}")
-        if not all(math.isfinite(f) and f > 0 for f in self.input_frequencies):
-            raise ValueError(f"input_frequencies must be finite numbers > 0, got {self.input_frequencies}")
+        # The one validation of a parametrisation (the training config's `score` section is checked here too).
+        problems = {
+            "kind": None if self.kind in KINDS else f"unknown parametrisation {self.kind!r}; known: {list(KINDS)}",
+            "time_input": None if self.time_input in TIME_INPUTS else f"must be one of {list(TIME_INPUTS)}",
+            "sigma_data": None if math.isfinite(self.sigma_data) and self.sigma_data > 0 else "must be > 0",
+            "input_frequencies": None
+            if all(math.isfinite(f) and f > 0 for f in self.input_frequencies)
+            else f"must be finite numbers > 0, got {list(self.input_frequencies)}",
+        }
+        for field, problem in problems.items():
+            if problem is not None:
+                raise ValueError(f"{field}: {problem}")
         object.__setattr__(self, "input_frequencies", tuple(float(f) for f in self.input_frequencies))
 
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 import sdegen
-from sdegen.likelihood import _AugmentedFlow
+from sdegen.likelihood import AugmentedFlow
 from sdegen.runtime import tune_allocator
 
 
@@ -111,11 +111,11 @@ def main(argv=None) -> None:
     t = torch.full((args.batch,), 0.5, device=device)
     with torch.no_grad():
         _, forward = _timed(lambda: net(x, t), 10)
-    one = _AugmentedFlow(sde, net, 1e-5, torch.ones(1, *x.shape, device=device))
+    one = AugmentedFlow(sde, net, 1e-5, torch.ones(1, *x.shape, device=device))
     _, hutch = _timed(lambda: one(torch.tensor(0.5), (x, None)), 10)
     note = f"Bare forward {forward * 1e3:.1f} ms, one Hutchinson evaluation {hutch * 1e3:.1f} ms"
     if args.exact:
-        exact = _AugmentedFlow(sde, net, 1e-5, None)
+        exact = AugmentedFlow(sde, net, 1e-5, None)
         _, exact_eval = _timed(lambda: exact(torch.tensor(0.5), (x, None)))
         note += f", one exact-divergence evaluation {exact_eval:.1f} s (× NFE {rows[0][1]} for a whole solve)"
     print(note)

@@ -2,7 +2,7 @@
 
 Families (one module each): torchsde reverse-SDE methods (`sde_solvers`), predictor–corrector (`pc`),
 torchdiffeq probability-flow ODE (`ode`), DDPM/DDIM for the VP family (`ddpm`), and fast PF-ODE solvers
-(`fast_ode`). Every sampler is a plain function fn(run, x, **options) over the shared `SamplerRun`.
+(`fast_ode`). Every sampler is a plain function fn(sde, score, x, ts, *, callback, ...) (see `registry`).
 """
 
 from sdegen.samplers.api import sample

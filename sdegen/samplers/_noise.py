@@ -90,6 +90,11 @@ class PerSampleNoise:
         return out
 
 
+def noise_stream(seed: int, x: torch.Tensor) -> PerSampleNoise:
+    """A fresh per-sample standard-normal stream (`NOISE`) shaped, typed and placed like the state x."""
+    return PerSampleNoise(seed, NOISE, tuple(x.shape), x.dtype, x.device)
+
+
 class GridBrownian(BaseBrownian):
     """A per-sample Brownian motion on a fixed increasing time grid, queried one grid interval at a time.
 

@@ -1,12 +1,11 @@
-"""Recording a sampler's path: the score tap (NFE and Tweedie read-out) and the trajectory recorder.
+"""Recording a sampler's path: the callback every solver calls, and the final record.
 
-`ScoreTap` sits directly around the user's score: every real evaluation passes through it, so its `nfe`
-is the honest count. When the recorder wants E[x0 | x_k] for a saved state x_k, it asks the tap to watch
-for the next evaluation at exactly that state (all samplers here evaluate the score at x_k first thing in
-step k); Tweedie's formula x0_hat = (x_k + sigma_k²·score)/alpha_k (Efron 2011; Song et al. 2021, eq. 48
-in spirit) then costs no extra evaluation. A saved state whose score is never evaluated (the last one, or
-states of solvers that evaluate elsewhere, e.g. reversible Heun) is resolved by one extra evaluation,
-counted in `nfe` and separately in `nfe_extra`.
+A solver calls `callback(k, x_k, x0_hat_k)` once per grid state it visits (k increasing from 0 at t = T),
+after evaluating the score there, with Tweedie's E[x0 | x_k] from that evaluation, or None when it did not
+evaluate at x_k (reversible Heun between resyncs, saved states inside an adaptive ODE solve). The recorder
+keeps the saved states and passes each to `emit`; a saved state that needs an x0_hat the solver did not
+provide costs one extra evaluation, counted in `nfe_extra` (and, like every evaluation, in the run's NFE).
+The last state (t_min) is recorded by `finish`, which also applies `denoise`.
 """
 
 from __future__ import annotations
@@ -17,109 +16,61 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-
-class ScoreTap:
-    """Count calls to score(x, t) and hand the output at one watched state to a listener."""
-
-    def __init__(self, score: Callable):
-        self.score = score
-        self.nfe = 0
-        self._watch: torch.Tensor | None = None
-        self._listener: Callable | None = None
-
-    def watch(self, x: torch.Tensor | None, listener: Callable | None = None) -> None:
-        """Call listener(s) with the score of the next evaluation at a state equal to x (None: stop)."""
-        self._watch, self._listener = x, listener
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        self.nfe += 1
-        s = self.score(x, t)
-        w = self._watch
-        if w is not None and x.shape == w.shape and x.dtype == w.dtype and torch.equal(x, w):
-            listener = self._listener
-            self.watch(None)
-            listener(s)
-        return s
+from sdegen._checks import batch_time
+from sdegen.score import tweedie
 
 
 class Recorder:
-    """Keep the saved states (and their x0_hat) and pass each finished record to `emit`.
+    """The solver callback: keep saved states (and their x0_hat) and emit them in order.
 
     Args:
-        run_ts: the float64 grid (steps + 1,).
+        score: the run's guarded score, for extra evaluations.
+        ts: the float64 grid (steps + 1,).
         alpha, sigma: python-float coefficients on the grid.
         save_idx: grid indices to keep, increasing, ending at the last index.
-        tap: the run's ScoreTap.
-        score: checked score for extra evaluations.
         save_x0_hat: whether to record x0_hat.
         emit: emit(k, x, x0_hat) with numpy arrays (x0_hat None when not recorded), called in order.
         progress: show a tqdm bar over the steps.
     """
 
-    def __init__(self, run_ts, alpha, sigma, save_idx, tap: ScoreTap, score, save_x0_hat: bool, emit, progress: bool):
-        self.ts, self.alpha, self.sigma = run_ts, alpha, sigma
+    def __init__(self, score: Callable, ts, alpha, sigma, save_idx, save_x0_hat: bool, emit, progress: bool):
+        self.score, self.ts, self.alpha, self.sigma = score, ts, alpha, sigma
         self.save = set(save_idx)
-        self.tap, self.score = tap, score
         self.save_x0_hat = save_x0_hat
         self.emit = emit
         self.nfe_extra = 0
-        self._pending: tuple[int, torch.Tensor] | None = None
-        self._bar = tqdm(total=len(run_ts) - 1, disable=not progress, desc="sampling", leave=False)
+        self._bar = tqdm(total=len(ts) - 1, disable=not progress, desc="sampling", leave=False)
         self._k = 0
 
-    def __call__(self, k: int, x: torch.Tensor) -> None:
-        """The sampler's callback: x is the state at grid index k."""
+    def __call__(self, k: int, x: torch.Tensor, x0_hat: torch.Tensor | None = None) -> None:
         if k > self._k:
             self._bar.update(k - self._k)
             self._k = k
-        if self._pending is not None:
-            self._resolve()  # its score was not evaluated at the start of the following step
         if k not in self.save:
             return
-        if not self.save_x0_hat:
-            self.emit(k, _numpy(x), None)
-            return
-        self._pending = (k, x)
-        self.tap.watch(x, self._on_score)
-
-    def _tweedie(self, k: int, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        return (x + self.sigma[k] ** 2 * s) / self.alpha[k]
-
-    def _on_score(self, s: torch.Tensor) -> None:
-        k, x = self._pending
-        self._pending = None
-        self.emit(k, _numpy(x), _numpy(self._tweedie(k, x, s)))
+        if self.save_x0_hat and x0_hat is None:
+            x0_hat = self.extra_denoise(k, x)
+        self.emit(k, _numpy(x), _numpy(x0_hat) if self.save_x0_hat else None)
 
     def extra_denoise(self, k: int, x: torch.Tensor) -> torch.Tensor:
         """E[x0 | x_k] by one extra, counted, score evaluation."""
         self.nfe_extra += 1
-        t = torch.full((x.shape[0],), float(self.ts[k]), dtype=x.dtype, device=x.device)
-        return self._tweedie(k, x, self.score(x, t))
-
-    def _resolve(self) -> None:
-        k, x = self._pending
-        self.tap.watch(None)
-        self._pending = None
-        self.emit(k, _numpy(x), _numpy(self.extra_denoise(k, x)))
+        return tweedie(x, self.score(x, batch_time(self.ts[k], x)), self.alpha[k], self.sigma[k])
 
     def finish(self, x: torch.Tensor, denoise: bool) -> torch.Tensor:
         """Record the final state x (at t_min); with denoise, replace it by E[x0 | x] first. Returns it."""
         last = len(self.ts) - 1
-        if self._pending is not None:
-            self._resolve()
         self._bar.update(last - self._k)
         self._bar.close()
+        self._k = last
         if denoise:
             x = self.extra_denoise(last, x)
             self.emit(last, _numpy(x), _numpy(x) if self.save_x0_hat else None)
-        elif self.save_x0_hat:
-            self.emit(last, _numpy(x), _numpy(self.extra_denoise(last, x)))
         else:
-            self.emit(last, _numpy(x), None)
+            self(last, x)
         return x
 
     def close(self) -> None:
-        self.tap.watch(None)
         self._bar.close()
 
 

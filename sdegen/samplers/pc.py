@@ -13,7 +13,8 @@ solver, then *corrects* with `corrector_steps` Langevin MCMC steps that target p
   depends on its batch (only through ε; its noise stream is still per-sample).
 
 Predictor first, then corrector, as in the paper; `corrector_steps=0` is a plain predictor sampler and
-costs no extra evaluations. NFE = steps·(1 + corrector_steps).
+costs no extra evaluations. NFE = steps·(1 + corrector_steps). Shared solver signature as in `fast_ode`,
+plus `seed` for the per-sample noise stream.
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ import math
 
 import torch
 
-from sdegen._checks import check_positive
+from sdegen._checks import batch_time, check_positive
+from sdegen.grids import coefficients
+from sdegen.samplers._noise import noise_stream
+from sdegen.samplers.ddpm import transition
+from sdegen.score import tweedie
 
-PC_OPTIONS = {"predictor": "euler", "snr": 0.16, "corrector_steps": 1}
 PREDICTORS = ("euler", "reverse_diffusion")
 
 
@@ -33,31 +37,31 @@ def _mean_norm(v: torch.Tensor) -> torch.Tensor:
     return v.reshape(v.shape[0], -1).norm(dim=1).mean()
 
 
-def pc(run, x, *, predictor: str = "euler", snr: float = 0.16, corrector_steps: int = 1):
+def pc(sde, score, x, ts, *, callback, seed, predictor: str = "euler", snr: float = 0.16, corrector_steps: int = 1):
     """Predictor–corrector sampler (Song et al. 2021, Alg. 1; VE: Alg. 2, VP: Alg. 3), Langevin corrector."""
     if predictor not in PREDICTORS:
         raise ValueError(f"unknown predictor {predictor!r}; known: {list(PREDICTORS)}")
     snr = check_positive(snr, "snr")
     if isinstance(corrector_steps, bool) or not isinstance(corrector_steps, int) or corrector_steps < 0:
         raise ValueError(f"corrector_steps must be an integer >= 0, got {corrector_steps!r}")
-    sde, noise, ts = run.sde, run.noise(), run.ts.tolist()
-    for k in range(run.steps):
-        run.callback(k, x)
-        t = run.t(k)
+    alpha, sigma = coefficients(sde, ts)
+    noise, ts = noise_stream(seed, x), ts.tolist()
+    for k in range(len(ts) - 1):
+        t = batch_time(ts[k], x)
         h = ts[k] - ts[k + 1]
-        s = run.score(x, t)
+        s = score(x, t)
+        callback(k, x, tweedie(x, s, alpha[k], sigma[k]))
         z = noise.randn()
         if predictor == "euler":
             g = float(sde.diffusion(ts[k]))
             x = x - (sde.drift(x, t) - g**2 * s) * h + g * math.sqrt(h) * z
         else:
-            a = run.alpha[k] / run.alpha[k + 1]
-            g2 = max(run.sigma[k] ** 2 - a**2 * run.sigma[k + 1] ** 2, 0.0)
+            a, g2 = transition(alpha, sigma, k)
             x = x - (a - 1.0) * x + g2 * s + math.sqrt(g2) * z
-        r = (run.alpha[k] / run.alpha[k + 1]) ** 2
-        t_next = run.t(k + 1)
+        r = (alpha[k] / alpha[k + 1]) ** 2
+        t_next = batch_time(ts[k + 1], x)
         for _ in range(corrector_steps):
-            s = run.score(x, t_next)
+            s = score(x, t_next)
             z = noise.randn()
             # Step size from the target signal-to-noise ratio ‖ε·s‖/‖√(2ε)·z‖ = snr (Song et al. 2021, Alg. 2).
             eps = 2 * r * (snr * _mean_norm(z) / _mean_norm(s).clamp_min(1e-30)) ** 2

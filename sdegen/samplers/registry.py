@@ -1,5 +1,10 @@
 """The solver registry: a literal dict from name to `SolverInfo` (function, grid and declared properties).
 
+A solver is a plain function fn(sde, score, x, ts, *, callback, [seed], [saved], [diagnostics], **options)
+(see `fast_ode` for the shape) and names the grid function it runs on, grid(sde, steps, t_min, **options)
+(`sdegen.grids`). The options a solver accepts, and their defaults, are the keyword parameters with
+defaults of those two signatures, read from them (`SolverInfo.options`): declared once, nowhere else.
+
 The declared properties are what the tests check: `stochastic`, the global `strong_order` and `weak_order`
 (for the reverse SDE here, whose noise is additive; for deterministic solvers, the ODE order, for `ode` that
 of its default method dopri5; None where the notion does not apply, e.g. a Langevin corrector changes the
@@ -15,30 +20,25 @@ fine steps (VE mixture: samples pulled towards the centre at 2000 steps). Use it
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from types import MappingProxyType
 
-import torch
-
+from sdegen import grids
 from sdegen.samplers import ddpm, fast_ode, ode, pc, sde_solvers
-from sdegen.samplers._run import karras_grid, schedule_grid, uniform_grid
+
+# Arguments `sdegen.sample` supplies to a solver that declares them (not user options).
+RUN_ARGUMENTS = ("callback", "seed", "saved", "diagnostics")
 
 
-def _uniform(sde, steps: int, t_min: float, options: Mapping) -> torch.Tensor:
-    return uniform_grid(sde, steps, t_min)
-
-
-def _ode_grid(sde, steps: int, t_min: float, options: Mapping) -> torch.Tensor:
-    return uniform_grid(sde, ode.ode_steps(steps, t_min, sde.T, options["step_size"]), t_min)
-
-
-def _dpm_grid(sde, steps: int, t_min: float, options: Mapping) -> torch.Tensor:
-    return schedule_grid(sde, steps, t_min, options["schedule"], options["rho"])
-
-
-def _karras(sde, steps: int, t_min: float, options: Mapping) -> torch.Tensor:
-    return karras_grid(sde, steps, t_min, options["rho"])
+def _keyword_defaults(fn: Callable) -> dict[str, object]:
+    return {
+        name: p.default
+        for name, p in inspect.signature(fn).parameters.items()
+        if p.kind is p.KEYWORD_ONLY and p.default is not p.empty and name not in RUN_ARGUMENTS
+    }
 
 
 @dataclass(frozen=True)
@@ -46,16 +46,15 @@ class SolverInfo:
     """One registry entry.
 
     Attributes:
-        fn: the sampler, fn(run, x, **options) -> x.
+        fn: the sampler (see the module docstring).
         family: "torchsde", "pc", "ode", "ddpm" or "fast_ode".
         stochastic: whether it injects noise (with default options).
         strong_order, weak_order: declared global orders (see the module docstring).
         evals_per_step: score evaluations per step with default options; None when adaptive.
         extra_evals: evaluations made once per run on top (reversible Heun's initial drift; it also makes one
             per `resync_every` steps).
-        options: accepted keyword options and their defaults.
-        grid: grid(sde, steps, t_min, options) -> (N + 1,) float64 times from T to t_min.
-        vp_only: defined for VPSDE / SubVPSDE only.
+        grid: grid(sde, steps, t_min, **grid options) -> (N + 1,) float64 times from T to t_min.
+        vp_only: defined for the VP family only (`AbstractSDE.vp_family`).
     """
 
     fn: Callable
@@ -65,17 +64,27 @@ class SolverInfo:
     weak_order: float | None
     evals_per_step: int | None
     extra_evals: int = 0
-    options: Mapping[str, object] = field(default_factory=dict)
-    grid: Callable = _uniform
+    grid: Callable = grids.uniform
     vp_only: bool = False
 
+    @cached_property
+    def grid_options(self) -> Mapping[str, object]:
+        """The grid function's options and defaults."""
+        return MappingProxyType(_keyword_defaults(self.grid))
 
-def _opts(defaults: dict) -> Mapping[str, object]:
-    return MappingProxyType(dict(defaults))
+    @cached_property
+    def options(self) -> Mapping[str, object]:
+        """Every option the solver accepts (its own and its grid's) with its default."""
+        return MappingProxyType({**_keyword_defaults(self.fn), **self.grid_options})
+
+    @cached_property
+    def run_arguments(self) -> tuple[str, ...]:
+        """Which of `RUN_ARGUMENTS` the solver takes besides `callback`."""
+        params = inspect.signature(self.fn).parameters
+        return tuple(name for name in RUN_ARGUMENTS[1:] if name in params)
 
 
-_SDE = _opts(sde_solvers.SDE_OPTIONS)
-_TORCHSDE = {"family": "torchsde", "stochastic": True, "options": _SDE}
+_TORCHSDE = {"family": "torchsde", "stochastic": True}
 
 # Orders for the reverse SDE here (additive noise): Euler–Maruyama and Milstein coincide (strong 1, weak 1);
 # Heun and midpoint reach weak order 2 for additive noise (their ½ΔW·h term matches the weak-2 Taylor scheme's
@@ -88,33 +97,29 @@ SOLVERS: Mapping[str, SolverInfo] = MappingProxyType(
         "heun": SolverInfo(sde_solvers.heun, strong_order=1.0, weak_order=2.0, evals_per_step=2, **_TORCHSDE),
         "midpoint": SolverInfo(sde_solvers.midpoint, strong_order=1.0, weak_order=2.0, evals_per_step=2, **_TORCHSDE),
         "reversible_heun": SolverInfo(
-            sde_solvers.reversible_heun, family="torchsde", stochastic=True, strong_order=1.0, weak_order=1.0,
-            evals_per_step=1, extra_evals=1,
-            options=_opts({**sde_solvers.SDE_OPTIONS, "resync_every": sde_solvers.RESYNC_EVERY}),
+            sde_solvers.reversible_heun, strong_order=1.0, weak_order=1.0, evals_per_step=1, extra_evals=1,
+            **_TORCHSDE,
         ),
-        "pc": SolverInfo(
-            pc.pc, family="pc", stochastic=True, strong_order=None, weak_order=1.0, evals_per_step=2,
-            options=_opts(pc.PC_OPTIONS),
-        ),
+        "pc": SolverInfo(pc.pc, family="pc", stochastic=True, strong_order=None, weak_order=1.0, evals_per_step=2),
         "ode": SolverInfo(
             ode.ode, family="ode", stochastic=False, strong_order=5.0, weak_order=5.0, evals_per_step=None,
-            options=_opts(ode.ODE_OPTIONS), grid=_ode_grid,
+            grid=ode.ode_grid,
         ),
         "ancestral": SolverInfo(
             ddpm.ancestral, family="ddpm", stochastic=True, strong_order=None, weak_order=1.0, evals_per_step=1,
-            options=_opts(ddpm.ANCESTRAL_OPTIONS), vp_only=True,
+            vp_only=True,
         ),
         "ddim": SolverInfo(
             ddpm.ddim, family="ddpm", stochastic=False, strong_order=1.0, weak_order=1.0, evals_per_step=1,
-            options=_opts(ddpm.DDIM_OPTIONS), vp_only=True,
+            vp_only=True,
         ),
         "dpmpp_2m": SolverInfo(
             fast_ode.dpmpp_2m, family="fast_ode", stochastic=False, strong_order=2.0, weak_order=2.0, evals_per_step=1,
-            options=_opts(fast_ode.DPM_OPTIONS), grid=_dpm_grid,
+            grid=grids.by_schedule,
         ),
         "edm_heun": SolverInfo(
             fast_ode.edm_heun, family="fast_ode", stochastic=False, strong_order=2.0, weak_order=2.0, evals_per_step=2,
-            options=_opts(fast_ode.EDM_OPTIONS), grid=_karras,
+            grid=grids.karras,
         ),
     }
 )  # fmt: skip

@@ -8,9 +8,12 @@ torchsde's for additive noise.
 
 Fixed steps: one `sdeint` call per grid step (ts = [s_k, s_{k+1}], dt hint 2h so torchsde takes exactly
 one step; a single call over the whole grid would insert sliver steps where accumulated float time misses
-a grid point). torchsde evaluates the drift once per call to check shapes and the SRK tableau re-evaluates
-stages: `_MemoSDE` answers the first with zeros and returns a stored drift for a repeated (s, y), so neither
-costs a score evaluation.
+a grid point). `_Adapter` is the one layer between torchsde and `ReverseSDE`: torchsde evaluates the drift
+once per call to check shapes and the SRK tableau re-evaluates stages, so the adapter answers the first
+with zeros and returns a stored drift for a repeated (s, y) — neither costs a score evaluation — and it
+keeps the score of the first real evaluation of each call. Every torchsde method evaluates the drift first
+at the start (s_k, y_k) of its step, except reversible Heun, which carries its own second state and does
+so only when that state is (re)initialised; so that score gives Tweedie's x0_hat of y_k.
 The Brownian motion (`brownian=`):
 * "grid" (default for fixed steps): `GridBrownian`, per-sample streams, so sample i is the same whatever
   the batch size; it answers grid-interval queries only.
@@ -20,19 +23,22 @@ The Brownian motion (`brownian=`):
   every step count 2^k (what strong-convergence studies need).
 Adaptive steps (`adaptive=True`, torchsde's step doubling with `rtol`, `atol`, `dt_min`) integrate one
 saved segment per call.
+Shared solver signature as in `fast_ode`, plus `seed` (Brownian motion) and `saved` (segments).
 """
 
 from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 import torchsde
 
 from sdegen._checks import check_positive
+from sdegen.grids import coefficients
 from sdegen.samplers._noise import NOISE, FloatTimeBrownian, GridBrownian, derive_seed
+from sdegen.score import tweedie
 
-SDE_OPTIONS = {"adaptive": False, "rtol": 1e-3, "atol": 1e-3, "dt_min": 1e-5, "brownian": None}
 BROWNIAN_KINDS = ("grid", "interval", "tree")
 # Reversible Heun carries a second state z beside y. Its parasitic mode e = y − z obeys e_{n+1} ≈ −(1 − J·h)·e_n
 # for drift Jacobian J, so |e| grows like exp(∫|J| dt) whatever the step size: ≈ e⁹ on the VE reverse SDE
@@ -44,23 +50,26 @@ BROWNIAN_KINDS = ("grid", "interval", "tree")
 RESYNC_EVERY = 10
 
 
-class _MemoSDE(torch.nn.Module):
-    """Delegate f and g to a torchsde SDE, reusing the drift for a repeated (time, state) pair.
+class _Adapter(torch.nn.Module):
+    """torchsde's view of a `ReverseSDE`: free shape check, drift memo, score of the first evaluation.
 
-    `sdeint` first calls f once only to check its output shape (`check_contract`); after `expect_check()`
-    that call is answered with zeros of the right shape instead of a score evaluation.
+    `sdeint` first calls f once only to check its output shape (`check_contract`); after `start()` that
+    call is answered with zeros of the right shape instead of a score evaluation. A repeated (time, state)
+    pair reuses its drift. `first_score` is the score of the first real evaluation since `start()`.
     """
 
-    def __init__(self, sde, size: int = 4):
+    def __init__(self, reverse_sde, size: int = 4):
         super().__init__()
-        self.inner = sde
-        self.noise_type, self.sde_type = sde.noise_type, sde.sde_type
+        self.inner = reverse_sde
+        self.noise_type, self.sde_type = reverse_sde.noise_type, reverse_sde.sde_type
         self._cache: list[tuple[float, torch.Tensor, torch.Tensor]] = []
         self._size = size
         self._check_pending = False
+        self.first_score: torch.Tensor | None = None
 
-    def expect_check(self) -> None:
+    def start(self) -> None:
         self._check_pending = True
+        self.first_score = None
 
     def f(self, s, y):
         if self._check_pending:
@@ -70,7 +79,9 @@ class _MemoSDE(torch.nn.Module):
         for ks, ky, out in self._cache:
             if ks == key and (ky is y or torch.equal(ky, y)):
                 return out
-        out = self.inner.f(s, y)
+        out, score = self.inner.drift_and_score(s, y)
+        if self.first_score is None:
+            self.first_score = score
         self._cache = [*self._cache[-(self._size - 1) :], (key, y, out)]
         return out
 
@@ -78,13 +89,14 @@ class _MemoSDE(torch.nn.Module):
         return self.inner.g(s, y)
 
 
-def _brownian(run, kind: str, s_grid: list[float], size):
-    """The Brownian motion for `kind` ("grid", "interval" or "tree"); see the module docstring."""
+def _brownian(kind: str, seed: int, s_grid: list[float], y: torch.Tensor):
+    """The Brownian motion for `kind` ("grid", "interval" or "tree") on flat state y; see the module docstring."""
+    size = tuple(y.shape)
     if kind == "grid":
-        return GridBrownian(s_grid, run.seed, size, run.dtype, run.device)
+        return GridBrownian(s_grid, seed, size, y.dtype, y.device)
     common = {
-        "t0": s_grid[0], "t1": s_grid[-1], "size": size, "dtype": run.dtype, "device": run.device,
-        "entropy": derive_seed(run.seed, NOISE, 0) % (2**63),
+        "t0": s_grid[0], "t1": s_grid[-1], "size": size, "dtype": y.dtype, "device": y.device,
+        "entropy": derive_seed(seed, NOISE, 0) % (2**63),
         # Always with space-time Lévy area (SRK needs it): the Brownian path then does not depend on the method.
         "levy_area_approximation": "space-time",
     }  # fmt: skip
@@ -96,42 +108,52 @@ def _brownian(run, kind: str, s_grid: list[float], size):
     return FloatTimeBrownian(torchsde.BrownianInterval(tol=min(1e-6, 1e-3 * h), halfway_tree=True, **common))
 
 
-def _sdeint(run, x, method: str, sde_type: str, options: dict, method_options: dict | None = None, resync_every=0):
-    """Integrate the reverse SDE with a torchsde method from run.ts[0] = T down to t_min.
+def _sdeint(sde, score, x, ts, callback, seed, saved, method, sde_type, *, adaptive, rtol, atol, dt_min, brownian,
+            method_options=None, resync_every=0):  # fmt: skip
+    """Integrate the reverse SDE with a torchsde method from ts[0] = T down to t_min = ts[-1].
 
     resync_every > 0 restarts the solver state (`extra_solver_state`) every that many fixed steps.
     """
-    adaptive = bool(options["adaptive"])
-    kind = options["brownian"] or ("interval" if adaptive else "grid")
+    adaptive = _check_flag(adaptive, "adaptive")
+    kind = brownian or ("interval" if adaptive else "grid")
     if kind not in BROWNIAN_KINDS:
         raise ValueError(f"brownian must be one of {list(BROWNIAN_KINDS)}, got {kind!r}")
     if adaptive and kind == "grid":
         raise ValueError("adaptive=True needs brownian='interval' or 'tree' (adaptive steps query off the grid)")
-    rtol, atol = check_positive(options["rtol"], "rtol"), check_positive(options["atol"], "atol")
-    dt_min = check_positive(options["dt_min"], "dt_min")
-    rev = _MemoSDE(run.sde.reverse(run.raw_score, data_shape=run.data_shape, sde_type=sde_type, t_min=run.t_min))
-    s_grid = (run.sde.T - run.ts).tolist()  # flipped time s = T − t, increasing
+    rtol, atol = check_positive(rtol, "rtol"), check_positive(atol, "atol")
+    dt_min = check_positive(dt_min, "dt_min")
+    alpha, sigma = coefficients(sde, ts)
+    t_min = float(ts[-1])
+    rev = _Adapter(sde.reverse(score, data_shape=x.shape[1:], sde_type=sde_type, t_min=t_min))
+    s_grid = (sde.T - ts).tolist()  # flipped time s = T − t, increasing
     s_grid[0] = 0.0
     s_ts = torch.tensor(s_grid, dtype=torch.float64)
     y = x.reshape(x.shape[0], -1)  # (batch, d)
-    bm = _brownian(run, kind, s_grid, tuple(y.shape))
+    bm = _brownian(kind, seed, s_grid, y)
     extra = None
+
+    def report(k: int, y_k: torch.Tensor, at_start: bool) -> None:
+        x_k = y_k.reshape(x.shape)
+        at_start = at_start and rev.first_score is not None
+        callback(k, x_k, tweedie(x_k, rev.first_score, alpha[k], sigma[k]) if at_start else None)
+
     if not adaptive:
-        for k in range(run.steps):
-            run.callback(k, y.reshape(x.shape))
+        for k in range(len(ts) - 1):
             if resync_every and k and k % resync_every == 0:
                 extra = None  # torchsde re-initialises its solver state from y at s_k (one evaluation)
+            at_start = method != "reversible_heun" or extra is None
             h = s_grid[k + 1] - s_grid[k]
-            rev.expect_check()
+            rev.start()
             ys, extra = torchsde.sdeint(
                 rev, y, s_ts[k : k + 2], bm=bm, method=method, dt=2 * h, options=method_options,
                 extra=True, extra_solver_state=extra,
             )  # fmt: skip
+            report(k, y, at_start)
             y = ys[-1]
         return y.reshape(x.shape)
-    for a, b in run.segments():
-        run.callback(a, y.reshape(x.shape))
-        rev.expect_check()
+    for a, b in zip(saved[:-1], saved[1:], strict=True):
+        at_start = method != "reversible_heun" or extra is None
+        rev.start()
         with warnings.catch_warnings():
             # torchsde warns about adaptive Euler with "non-additive" noise because the SDE declares diagonal
             # noise (the only cheap layout); g here depends on t only, so the noise is additive.
@@ -140,38 +162,47 @@ def _sdeint(run, x, method: str, sde_type: str, options: dict, method_options: d
                 rev, y, s_ts[[a, b]], bm=bm, method=method, dt=s_grid[1] - s_grid[0], adaptive=True, rtol=rtol,
                 atol=atol, dt_min=dt_min, options=method_options, extra=True, extra_solver_state=extra,
             )  # fmt: skip
+        report(a, y, at_start)
         y = ys[-1]
     return y.reshape(x.shape)
 
 
-def euler(run, x, **options):
-    """Euler–Maruyama on the reverse SDE (Song et al. 2021, eq. 6; Kloeden & Platen 1992, Sec. 10.2)."""
-    return _sdeint(run, x, "euler", "ito", options)
+def _check_flag(value, name: str) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
-def milstein(run, x, **options):
-    """Derivative-free Milstein (Kloeden & Platen 1992, Sec. 11.1); equals Euler–Maruyama for additive noise."""
-    # g does not depend on x, so the derivative-free correction (g(y') − g(y))·(ΔW² − h)/(2√h) is exactly zero.
-    return _sdeint(run, x, "milstein", "ito", options, {"grad_free": True})
+def _method(name: str, sde_type: str, doc: str, method_options: dict | None = None):
+    """The sampler for torchsde method `name`; all share the torchsde options in one signature."""
+
+    def solve(sde, score, x, ts, *, callback, seed, saved, adaptive: bool = False, rtol: float = 1e-3,
+              atol: float = 1e-3, dt_min: float = 1e-5, brownian: str | None = None):  # fmt: skip
+        return _sdeint(sde, score, x, ts, callback, seed, saved, name, sde_type, adaptive=adaptive, rtol=rtol,
+                       atol=atol, dt_min=dt_min, brownian=brownian, method_options=method_options)  # fmt: skip
+
+    solve.__name__ = solve.__qualname__ = name
+    solve.__doc__ = doc
+    return solve
 
 
-def srk(run, x, **options):
-    """Stochastic Runge–Kutta, Rößler 2010 (SIAM J. Numer. Anal. 48) SRID2 tableau, strong order 1.5."""
-    return _sdeint(run, x, "srk", "ito", options)
+euler = _method("euler", "ito", "Euler–Maruyama on the reverse SDE (Song et al. 2021, eq. 6; Kloeden–Platen 10.2).")
+# g does not depend on x, so the derivative-free correction (g(y') − g(y))·(ΔW² − h)/(2√h) is exactly zero.
+milstein = _method(
+    "milstein", "ito", "Derivative-free Milstein (Kloeden & Platen 1992, 11.1); equals Euler–Maruyama here.",
+    {"grad_free": True},
+)  # fmt: skip
+srk = _method("srk", "ito", "Stochastic Runge–Kutta, Rößler 2010 (SIAM J. Numer. Anal. 48) SRID2, strong order 1.5.")
+heun = _method("heun", "stratonovich", "Stochastic Heun on the Stratonovich form (Rümelin 1982, SIAM J. Numer. Anal.).")
+midpoint = _method(
+    "midpoint", "stratonovich", "Stochastic midpoint rule (Burrage, Burrage & Tian 2004, Proc. R. Soc. A).")
 
 
-def heun(run, x, **options):
-    """Stochastic Heun method on the Stratonovich form (Rümelin 1982, SIAM J. Numer. Anal. 19)."""
-    return _sdeint(run, x, "heun", "stratonovich", options)
-
-
-def midpoint(run, x, **options):
-    """Stochastic midpoint rule on the Stratonovich form (Burrage, Burrage & Tian 2004, Proc. R. Soc. A 460)."""
-    return _sdeint(run, x, "midpoint", "stratonovich", options)
-
-
-def reversible_heun(run, x, *, resync_every: int = RESYNC_EVERY, **options):
+def reversible_heun(sde, score, x, ts, *, callback, seed, saved, resync_every: int = RESYNC_EVERY,
+                    adaptive: bool = False, rtol: float = 1e-3, atol: float = 1e-3, dt_min: float = 1e-5,
+                    brownian: str | None = None):  # fmt: skip
     """Reversible Heun (Kidger et al. 2021, Alg. 1), its second state resynchronised every `resync_every` steps."""
     if isinstance(resync_every, bool) or not isinstance(resync_every, int) or resync_every < 0:
         raise ValueError(f"resync_every must be an int >= 0 (0: never), got {resync_every!r}")
-    return _sdeint(run, x, "reversible_heun", "stratonovich", options, resync_every=resync_every)
+    return _sdeint(sde, score, x, ts, callback, seed, saved, "reversible_heun", "stratonovich", adaptive=adaptive,
+                   rtol=rtol, atol=atol, dt_min=dt_min, brownian=brownian, resync_every=resync_every)  # fmt: skip
