@@ -23,6 +23,7 @@ import math
 import torch
 
 from sdegen._checks import Time, batch_view, check_batched
+from sdegen.score import tweedie
 
 
 class GaussianMixture:
@@ -108,7 +109,7 @@ class GaussianMixture:
         tt = _time_tensor(sde, x, t)
         alpha = batch_view(sde.mean_scale(tt, x.double()), x)
         sigma = batch_view(sde.marginal_std(tt, x.double()), x)
-        return ((x.double() + sigma**2 * self.score(sde, x, tt).double()) / alpha).to(x.dtype)
+        return tweedie(x.double(), self.score(sde, x, tt).double(), alpha, sigma).to(x.dtype)
 
     def score_fn(self, sde):
         """The exact score as a callable score(x, t), the shape every sampler takes."""

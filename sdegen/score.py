@@ -168,7 +168,7 @@ def clip_denoised(score, sde, data_range: tuple[float, float]):
         s = score(x, t)
         alpha, sigma = alpha_sigma(sde, as_time(t, x, sde.T), x)
         alpha, sigma = batch_view(alpha, x), batch_view(sigma, x)
-        x0 = (x + sigma**2 * s) / alpha
+        x0 = tweedie(x, s, alpha, sigma)
         return s + alpha * (x0.clamp(lo, hi) - x0) / sigma**2
 
     return clipped
