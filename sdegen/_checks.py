@@ -6,7 +6,10 @@ the problem instead of producing a silently wrong answer.
 
 from __future__ import annotations
 
+import json
 import math
+import numbers
+import secrets
 
 import torch
 
@@ -16,6 +19,11 @@ Time = float | torch.Tensor
 def batch_view(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Reshape a per-sample tensor of shape (batch,) so it broadcasts against x: (batch, *shape)."""
     return v.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+def batch_time(t: float, x: torch.Tensor) -> torch.Tensor:
+    """The time t as a (batch,) tensor in x's dtype and device (what a score is called with)."""
+    return torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
 
 
 def check_finite(x: torch.Tensor, name: str = "x") -> None:
@@ -33,6 +41,8 @@ def check_batched(x: torch.Tensor, name: str = "x") -> None:
         raise ValueError(
             f"{name} must have shape (batch, *data_shape) with at least 2 dimensions, got {tuple(x.shape)}"
         )
+    if x.shape[0] == 0 or x.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); it needs at least one sample")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
 
@@ -71,11 +81,90 @@ def as_time(t: Time, x: torch.Tensor, T: float, name: str = "t") -> torch.Tensor
 
 
 def check_positive(value: float, name: str) -> float:
-    """Raise ValueError unless value is a finite number > 0."""
+    """Raise ValueError unless value is a finite number > 0 (a string such as "abc" is named, not parsed)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real | torch.Tensor):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     v = float(value)
     if not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return v
+
+
+def check_int(value, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    """`value` as an int, refusing bools, floats and strings, and values outside [minimum, maximum].
+
+    The one integer validator of every entry point (API, CLI, config).
+
+    Raises:
+        ValueError: naming `name`, the allowed range and the value given.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer{_range(minimum, maximum)}, got {value!r}")
+    v = int(value)
+    if (minimum is not None and v < minimum) or (maximum is not None and v > maximum):
+        raise ValueError(f"{name} must be an integer{_range(minimum, maximum)}, got {value!r}")
+    return v
+
+
+def _range(minimum: int | None, maximum: int | None) -> str:
+    if minimum is not None and maximum is not None:
+        return f" in [{minimum}, {maximum}]"
+    if minimum is not None:
+        return f" >= {minimum}"
+    return f" <= {maximum}" if maximum is not None else ""
+
+
+# -- seeds ------------------------------------------------------------------------------------------------------
+SEED_LIMIT = 2**63  # torch.Generator.manual_seed folds larger seeds (2**64 gives the samples of seed 0)
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """An integer seed with 0 <= seed < 2**63, else a ValueError naming `name`."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) < SEED_LIMIT:
+        raise ValueError(f"{name} must be an integer with 0 <= {name} < 2**63, got {seed!r}")
+    return int(seed)
+
+
+def resolve_seed(seed: int | torch.Generator | None) -> int:
+    """The integer seed of a run: an int as given (checked), one drawn from a generator, or fresh entropy (None).
+
+    The result is what a run records (e.g. the `seed` attribute), so that it can be repeated.
+    """
+    if seed is None:
+        return secrets.randbits(62)
+    if isinstance(seed, torch.Generator):
+        return int(torch.randint(0, 2**62, (), generator=seed))
+    return check_seed(seed)
+
+
+def make_generator(seed: int | torch.Generator | None, device: str | torch.device = "cpu") -> torch.Generator:
+    """A torch.Generator from an int seed (checked), a generator (returned as is) or None (fresh entropy).
+
+    The global RNG is never touched.
+    """
+    if isinstance(seed, torch.Generator):
+        return seed
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise TypeError(f"seed must be an int, a torch.Generator or None, got {type(seed).__name__}")
+    return torch.Generator(device).manual_seed(resolve_seed(seed))
+
+
+# -- KEY=VALUE --------------------------------------------------------------------------------------------------
+def parse_key_value(text: str, what: str = "option") -> tuple[str, object]:
+    """Split "KEY=VALUE"; the value is read as JSON when it parses (numbers, true/false, null, lists), else kept
+    as the string. The one parser of the CLI's `--option`/`--set` and the config's overrides.
+
+    Raises:
+        ValueError: no "=" or an empty key, naming the text.
+    """
+    if not isinstance(text, str) or "=" not in text or not text.split("=", 1)[0].strip():
+        raise ValueError(f"{what} {text!r} is not of the form KEY=VALUE")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
 
 
 def check_score_output(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -2,36 +2,75 @@
 
 The CLI is the only place where names (solvers, shipped models, config keys) are turned into objects;
 the library below it takes explicit arguments only.
+
+Every command checks its arguments, output paths, seeds and model/data compatibility before it starts
+work, streams its results (`sample --out`, `likelihood --out`: a `.partial` file renamed into place when
+the run completes), and ends an error in one line on stderr naming the problem, with an exit code per kind
+of error, the same in every command (`sdegen._io.EXIT_*`):
+
+    0 done · 1 unexpected error (a bug: traceback) · 2 bad arguments, config or values; model and data that
+    do not fit · 3 input file missing, unreadable, corrupt or foreign · 4 output not writable (permission,
+    read-only file system, a directory in the way) · 5 no space left on device · 6 in use by another
+    process, or existing results that need --force · 7 training diverged · 8 other I/O error ·
+    130 interrupted · 141 stdout closed (`| head`)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
+import os
 import sys
 import time
 from pathlib import Path
 
+from sdegen import _io
+from sdegen._checks import SEED_LIMIT, check_int, check_positive, check_seed, parse_key_value
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+
+def _arg(check):
+    """An argparse `type` from a validator that raises ValueError (its message names the problem)."""
+
+    def parse(text: str):
+        try:
+            return check(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = check.__name__
+    return parse
+
+
+def _number(text: str, kind=float):
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+
+
+def _positive_int_value(text: str) -> int:
+    return check_int(_number(text, int), "value", 1)
+
+
+def _positive_float_value(text: str) -> float:
+    return check_positive(_number(text), "value")
+
+
+def _nonneg_float_value(text: str) -> float:
+    value = _number(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"value must be a finite number >= 0, got {text!r}")
     return value
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
+def _seed_value(text: str) -> int:
+    return check_seed(_number(text, int))
 
 
-def _nonneg_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+_positive_int = _arg(_positive_int_value)
+_positive_float = _arg(_positive_float_value)
+_nonneg_float = _arg(_nonneg_float_value)
+_seed = _arg(_seed_value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,22 +85,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, dotted keys (repeatable), e.g. --set optim.lr=2e-4")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    p.add_argument("--no-resume", action="store_true", help="start afresh even if the run directory has a checkpoint")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start afresh (refused over an existing run without --force)")
+    p.add_argument("--force", action="store_true",
+                   help="allow starting afresh over a run directory's files (with --no-resume, or with no checkpoint)")
 
     p = sub.add_parser("sample", help="sample from a model and write the trajectory", formatter_class=fmt)
-    p.add_argument("model", help="checkpoint path or shipped model name (see `sdegen.checkpoint.shipped_models`)")
+    p.add_argument("model", help="checkpoint path or shipped model name (see `sdegen.model.shipped_models`)")
     p.add_argument("--solver", default="euler", choices=solvers(), help="sampler")
     p.add_argument("--steps", type=_positive_int, default=500, help="number of solver steps")
     p.add_argument("--num-samples", type=_positive_int, default=64, help="number of samples")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--label", type=int, default=None, help="class label for a conditional model")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 <= seed < 2**63")
+    p.add_argument("--label", default=None, metavar="SPEC",
+                   help="labels of a conditional model: drawn (default: from the training class frequencies, "
+                        "a sample of p(x)), balanced, random, none (the null label), a class K or a list 0,1,2")
     p.add_argument("--guidance", type=_nonneg_float, default=0.0, help="classifier-free guidance weight w")
     p.add_argument("--save-every", type=_positive_int, default=None, help="save every k-th state (default ~50)")
     p.add_argument("--t-min", type=_positive_float, default=1e-3, help="last time of the reverse solve")
     p.add_argument("--denoise", action="store_true", help="finish with Tweedie's E[x0 | x_t_min] (1 NFE)")
     p.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
                    help="solver option (repeatable), e.g. --option snr=0.16 --option method=dopri5")
-    p.add_argument("--out", required=True, help="output netCDF file")
+    p.add_argument("--out", required=True, help="output netCDF file (streamed as OUT.partial until the run completes)")
 
     p = sub.add_parser("likelihood", help="bits/dim of test images through the PF ODE", formatter_class=fmt)
     p.add_argument("model", help="checkpoint path or shipped model name")
@@ -78,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="t_min where sigma/alpha is this many 8-bit bins (0.25 is the default t_min)")
     p.add_argument("--clip-x0", action=argparse.BooleanOptionalAction, default=True,
                    help="project the model's denoiser onto its data range (sdegen.score.clip_denoised)")
-    p.add_argument("--seed", type=int, default=0, help="seed for probes and dequantisation")
-    p.add_argument("--out", required=True, help="output netCDF file with per-image bits/dim")
+    p.add_argument("--seed", type=_seed, default=0, help="seed for probes and dequantisation, 0 <= seed < 2**63")
+    p.add_argument("--out", required=True, help="output netCDF file with per-image bits/dim (streamed as OUT.partial)")
 
     p = sub.add_parser("plot", help="plot a stored trajectory", formatter_class=fmt)
     p.add_argument("path", help="trajectory netCDF file")
@@ -89,22 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job: sample digits with several solvers and report", formatter_class=fmt)
     p.add_argument("--out", default="demo_out", help="output directory")
     p.add_argument("--num-samples", type=_positive_int, default=36, help="digits per solver")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 <= seed < 2**63")
     return parser
 
 
 def parse_options(pairs: list[str]) -> dict:
-    """Parse KEY=VALUE pairs; values are read as JSON when possible (numbers, true/false), else strings."""
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise SystemExit(f"error: expected KEY=VALUE, got {pair!r}")
-        key, value = pair.split("=", 1)
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+    """Parse KEY=VALUE pairs; values are read as JSON when possible (numbers, true/false), else strings.
+
+    Raises:
+        ValueError: a pair without "=" (named).
+    """
+    return dict(parse_key_value(pair, "--option") for pair in pairs)
 
 
 def cmd_train(args) -> int:
@@ -115,89 +154,111 @@ def cmd_train(args) -> int:
     if args.dry_run:
         print(config_to_json(cfg))
         return 0
-    train(cfg, resume=not args.no_resume, progress=True)
+    train(cfg, resume=not args.no_resume, progress=True, force=args.force)
     return 0
 
 
 def cmd_sample(args) -> int:
-    import torch
 
     import sdegen
-    from sdegen.checkpoint import load_model
+    from sdegen.model import load_model
 
+    options = parse_options(args.options)
+    _io.check_output_file(args.out, "--out")
     model = load_model(args.model)
     labels = None
-    if args.label is not None:
-        if not model.num_classes:
-            raise SystemExit(f"error: model {args.model!r} is unconditional; --label needs a conditional model")
-        if not 0 <= args.label < model.num_classes:
-            raise SystemExit(f"error: --label must be in [0, {model.num_classes}), got {args.label}")
-        labels = torch.full((args.num_samples,), args.label, dtype=torch.long)
-    elif args.guidance:
-        raise SystemExit("error: --guidance needs --label")
+    if model.num_classes:
+        try:
+            labels = model.labels(args.label or "drawn", args.num_samples, seed=args.seed)
+        except (ValueError, TypeError) as err:
+            raise SystemExit(f"error: --label {args.label}: {err}") from None
+    elif args.label is not None or args.guidance:
+        raise SystemExit(f"error: model {args.model!r} is unconditional; --label/--guidance need a conditional model")
     score = model.score_fn(labels=labels, guidance=args.guidance)
     save_every = args.save_every or max(1, args.steps // 50)
     t0 = time.perf_counter()
     ds = sdegen.sample(model.sde, score, (args.num_samples, *model.data_shape), solver=args.solver, steps=args.steps,
                        seed=args.seed, save_every=save_every, t_min=args.t_min, labels=labels, denoise=args.denoise,
-                       progress=True, score_source=model.sha256, data_range=model.data_range,
-                       **parse_options(args.options))
+                       progress=True, score_source=model.sha256, data_range=model.data_range, out=args.out,
+                       extra_attrs={"guidance": float(args.guidance),
+                                    "label_spec": str(args.label or "drawn") if labels is not None else "none"},
+                       **options)
     seconds = time.perf_counter() - t0
-    ds.attrs["guidance"] = float(args.guidance)
-    sdegen.save_trajectory(ds, args.out)
     print(f"{args.solver}: {args.num_samples} samples, NFE {ds.attrs['nfe']}, {seconds:.1f} s -> {args.out}")
     return 0
+
+
+def _likelihood_inputs(args):
+    """Everything `likelihood` needs, checked before any ODE is solved: model, images, labels, t_min."""
+    from sdegen.data import load_mnist, mnist_available
+    from sdegen.dequantization import default_t_min
+    from sdegen.model import load_model
+
+    _io.check_output_file(args.out, "--out")
+    if args.seed + args.num > SEED_LIMIT:  # batch i is seeded with seed + i
+        raise ValueError(f"--seed {args.seed} + --num {args.num} must stay below 2**63")
+    model = load_model(args.model)
+    if model.data_range is None or tuple(model.data_shape) != (1, 28, 28):
+        raise ValueError(
+            f"model {args.model!r} was trained on data of shape {model.data_shape} with range {model.data_range}; "
+            "likelihood needs a model of 8-bit 28x28 images (MNIST), e.g. mnist-likelihood"
+        )
+    if not Path(args.data).is_dir():
+        raise FileNotFoundError(f"--data {args.data}: no such directory")
+    if not mnist_available(args.data, split="test"):
+        raise FileNotFoundError(f"--data {args.data}: no t10k-images-idx3-ubyte(.gz) and t10k-labels-idx1-ubyte(.gz)")
+    test = load_mnist(args.data, split="test")
+    if args.num > len(test.data):
+        raise ValueError(f"--num {args.num} exceeds the {len(test.data)} images in {args.data}")
+    t_min = args.t_min
+    if args.t_min_bins is not None:
+        t_min = default_t_min(model.sde, model.data_range, bins=args.t_min_bins)
+    return model, test, t_min
 
 
 def cmd_likelihood(args) -> int:
     import numpy as np
     import torch
-    import xarray as xr
 
     import sdegen
-    from sdegen.checkpoint import load_model
-    from sdegen.data import load_mnist
-    from sdegen.dequantization import default_t_min
+    from sdegen.results import ResultWriter
     from sdegen.score import clip_denoised
-    from sdegen.trajectory import save_netcdf
 
-    model = load_model(args.model)
-    test = load_mnist(args.data, split="test")
-    if args.num > len(test.data):
-        raise ValueError(f"--num {args.num} exceeds the {len(test.data)} images in {args.data}")
+    model, test, t_min = _likelihood_inputs(args)
     lo, hi = model.data_range
     images = lo + (hi - lo) * test.data[: args.num]  # the test digits on the model's 8-bit grid
+    labels = test.labels[: args.num].numpy()
     score = model.score_fn()
     if args.clip_x0:
         score = clip_denoised(score, model.sde, model.data_range)
-    t_min = args.t_min
-    if args.t_min_bins is not None:
-        t_min = default_t_min(model.sde, model.data_range, bins=args.t_min_bins)
+    attrs = {"model": str(args.model), "score_source": model.sha256, "rtol": args.rtol, "atol": args.atol,
+             "probes": args.probes, "seed": args.seed, "clip_x0": int(args.clip_x0), "batch_size": args.batch_size,
+             "sdegen_version": sdegen.__version__, **model.sde.attrs()}  # fmt: skip
+    writer = ResultWriter(args.out, "image", {"bpd": "f8", "label": "i8", "nfe": "i8"}, attrs=attrs)
     bpd, nfe, seconds = [], [], []
-    for i in range(0, args.num, args.batch_size):
-        batch = images[i : i + args.batch_size]
-        t0 = time.perf_counter()
-        res = sdegen.bits_per_dim(model.sde, score, batch, data_range=model.data_range, seed=args.seed + i,
-                                  rtol=args.rtol, atol=args.atol, probes=args.probes, t_min=t_min)
-        seconds.append(time.perf_counter() - t0)
-        bpd.append(res.bpd)
-        nfe.append(res.nfe)
-        print(f"images {i}..{i + len(batch) - 1}: {res.bpd.mean():.4f} bits/dim, NFE {res.nfe}, "
-              f"{seconds[-1] / len(batch):.2f} s per image")
+    try:
+        for i in range(0, args.num, args.batch_size):
+            batch = images[i : i + args.batch_size]
+            t0 = time.perf_counter()
+            res = sdegen.bits_per_dim(model.sde, score, batch, data_range=model.data_range, seed=args.seed + i,
+                                      rtol=args.rtol, atol=args.atol, probes=args.probes, t_min=t_min)
+            seconds.append(time.perf_counter() - t0)
+            bpd.append(res.bpd)
+            nfe.append(res.nfe)
+            writer.append(bpd=res.bpd.double().numpy(), label=labels[i : i + len(batch)],
+                          nfe=np.full(len(batch), res.nfe))
+            print(f"images {i}..{i + len(batch) - 1}: {res.bpd.mean():.4f} bits/dim, NFE {res.nfe}, "
+                  f"{seconds[-1] / len(batch):.2f} s per image")
+    except BaseException as err:
+        writer.abort(err)
+        raise
     bpd = torch.cat(bpd).double().numpy()
-    ds = xr.Dataset(
-        {"bpd": ("image", bpd), "label": ("image", test.labels[: args.num].numpy())},
-        coords={"image": np.arange(args.num)},
-        attrs={"model": str(args.model), "score_source": model.sha256, "rtol": args.rtol, "atol": args.atol,
-               "probes": args.probes, "seed": args.seed, "clip_x0": int(args.clip_x0),
-               "t_min": res.t_min, "batch_size": args.batch_size, "nfe_total": int(sum(nfe)),
-               "seconds_per_image": float(sum(seconds) / args.num), "bpd_mean": float(bpd.mean()),
-               "bpd_stderr": float(bpd.std(ddof=1) / np.sqrt(args.num)) if args.num > 1 else float("nan"),
-               "sdegen_version": sdegen.__version__, **model.sde.attrs()},
-    )
-    save_netcdf(ds, args.out)
-    print(f"bits/dim {ds.attrs['bpd_mean']:.4f} ± {ds.attrs['bpd_stderr']:.4f} over {args.num} test images; "
-          f"NFE per batch {np.mean(nfe):.0f}; {ds.attrs['seconds_per_image']:.2f} s per image -> {args.out}")
+    summary = {"t_min": res.t_min, "nfe_total": int(sum(nfe)), "seconds_per_image": float(sum(seconds) / args.num),
+               "bpd_mean": float(bpd.mean()),
+               "bpd_stderr": float(bpd.std(ddof=1) / np.sqrt(args.num)) if args.num > 1 else float("nan")}  # fmt: skip
+    writer.close({**attrs, **summary}, complete=True)
+    print(f"bits/dim {summary['bpd_mean']:.4f} ± {summary['bpd_stderr']:.4f} over {args.num} test images; "
+          f"NFE per batch {np.mean(nfe):.0f}; {summary['seconds_per_image']:.2f} s per image -> {args.out}")
     return 0
 
 
@@ -205,6 +266,7 @@ def cmd_plot(args) -> int:
     import sdegen
     from sdegen import plots
 
+    _io.check_output_file(args.out, "--out")
     ds = sdegen.open_trajectory(args.path)
     plots.plot_kind(ds, args.kind, args.out)
     print(f"{args.kind} -> {args.out}")
@@ -214,6 +276,7 @@ def cmd_plot(args) -> int:
 def cmd_demo(args) -> int:
     from sdegen.demo import run_demo
 
+    _io.check_output_dir(args.out, "--out")
     return run_demo(Path(args.out), num_samples=args.num_samples, seed=args.seed)
 
 
@@ -228,10 +291,42 @@ def main(argv: list[str] | None = None) -> int:
     tune_allocator()  # the command owns its process: keep freed activation memory (~25% faster CPU forwards)
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as err:
-        # Library errors already name the problem; show them without a traceback.
-        print(f"sdegen {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except BrokenPipeError:
+        # The reader of stdout went away (`sdegen train --dry-run | head`): stop quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return _io.EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        print(f"sdegen {args.command}: interrupted", file=sys.stderr)
+        return _io.EXIT_INTERRUPTED
+    except Exception as err:
+        code, message = _classify(err)
+        if code == _io.EXIT_FAILURE:
+            raise  # not an error of the user's input or environment: show the traceback
+        notes = "; ".join(getattr(err, "__notes__", []))
+        print(f"sdegen {args.command}: error: {message}{'; ' + notes if notes else ''}", file=sys.stderr)
+        return code
+
+
+def _classify(err: Exception) -> tuple[int, str]:
+    """(exit code, one-line message) of an error; see the module docstring for the codes."""
+    from sdegen.checkpoint import CheckpointError
+    from sdegen.training import RunDirectoryError, TrainingDivergedError
+    from sdegen.trajectory import TrajectoryError
+
+    one_line = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, _io.FileLockedError | RunDirectoryError):
+        return _io.EXIT_BUSY, one_line
+    if isinstance(err, TrainingDivergedError):
+        return _io.EXIT_DIVERGED, one_line
+    if isinstance(err, CheckpointError | TrajectoryError):
+        return _io.EXIT_INPUT, one_line
+    if isinstance(err, FileNotFoundError) and err.errno is None:
+        return _io.EXIT_INPUT, one_line  # raised by sdegen with its own message
+    if isinstance(err, OSError):
+        return _io.os_error_exit_code(err), _io.describe_os_error(err)
+    if isinstance(err, ValueError | KeyError | TypeError):
+        return _io.EXIT_USAGE, one_line
+    return _io.EXIT_FAILURE, one_line
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdegen import data as _data
+from sdegen._checks import SEED_LIMIT, parse_key_value
 from sdegen.losses import LOSSES
 from sdegen.nets import NETS, build_net
 from sdegen.score import KINDS, TIME_INPUTS, Parametrisation, ScoreModel
@@ -172,12 +173,18 @@ class TrainConfig:
     # Fine-tuning: a checkpoint path or shipped model name whose EMA weights start this (fresh) run as both
     # the weights and their EMA; its sde, net and score sections and data shape must equal this config's.
     init_from: str = ""
+    # Steps in a row whose loss or gradient is NaN/inf that are skipped (no update) before the run stops with
+    # an error: a rare overflow is survivable, a diverged run is not; checkpoints are never written meanwhile.
+    max_skipped_steps: int = 10
 
     def __post_init__(self):
         _require(0 <= self.ema_decay < 1, "ema_decay", f"must lie in [0, 1), got {self.ema_decay}")
         for key in ("batch_size", "steps", "checkpoint_every", "log_every"):
             _require(getattr(self, key) > 0, key, f"must be > 0, got {getattr(self, key)}")
         _require(self.val_every >= 0, "val_every", f"must be >= 0, got {self.val_every}")
+        _require(self.max_skipped_steps >= 0, "max_skipped_steps", f"must be >= 0, got {self.max_skipped_steps}")
+        # the run seeds generators with seed, seed + 1 and seed + 2
+        _require(0 <= self.seed < SEED_LIMIT - 2, "seed", f"must lie in [0, 2**63 - 2), got {self.seed}")
         _require(self.precision in ("fp32", "bf16"), "precision", f"must be fp32 or bf16, got {self.precision!r}")
 
 
@@ -246,14 +253,11 @@ def _from_dict(cls, d: dict, prefix: str = ""):
 
 
 def _parse_override(text: str) -> tuple[list[str], object]:
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} is not of the form key=value")
-    key, raw = text.split("=", 1)
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw  # a bare string (e.g. out_dir=runs/x) or a comma list for tuples
-    return key.strip().split("."), value
+    try:  # a bare string value (e.g. out_dir=runs/x) or a comma list for tuples stays a string
+        key, value = parse_key_value(text, "override")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return key.split("."), value
 
 
 def config_from_dict(d: dict, overrides: typing.Iterable[str] = ()) -> TrainConfig:

@@ -6,8 +6,9 @@ the MNIST analogue of FID (Heusel et al. 2017, "GANs trained by a two time-scale
     FLD = |mu_a - mu_b|^2 + tr(C_a + C_b - 2 (C_a C_b)^{1/2}),
 
 with mu, C the mean and covariance of the 84 penultimate-layer features. The classifier is LeNet-5
-(LeCun et al. 1998) with ReLU and max pooling, trained on real MNIST digits by `train_lenet`; the shipped
-weights live in `sdegen/models/lenet.pt` (built by `studies/train_lenet.py`).
+(LeCun et al. 1998) with ReLU and max pooling (`sdegen.nets.LeNet5`), trained on real MNIST digits by
+`studies/train_lenet.py`; the shipped weights live in `sdegen/models/lenet.pt`, a checkpoint of kind
+"classifier" (`sdegen.checkpoint`).
 
 Conventions:
     * Images are (N, 28, 28) or (N, 1, 28, 28), floating point, in [0, 1] (MNIST pixels / 255).
@@ -25,7 +26,6 @@ fld_score(samples, n=500) <= 2 x fld_reference(n=500).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -35,8 +35,9 @@ from pathlib import Path
 import numpy as np
 import scipy.linalg
 import torch
-import torch.nn.functional as F
-from torch import nn
+
+from sdegen.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from sdegen.nets.lenet import LeNet5
 
 __all__ = [
     "DEFAULT_LENET_PATH",
@@ -52,40 +53,10 @@ __all__ = [
     "lenet_features",
     "load_lenet",
     "save_lenet",
-    "train_lenet",
 ]
 
 DEFAULT_LENET_PATH = Path(__file__).parent / "models" / "lenet.pt"
 _FORMAT = "sdegen-lenet-v1"
-
-
-class LeNet5(nn.Module):
-    """LeNet-5 for 28x28 digits: conv(6, 5x5, pad 2) -> pool -> conv(16, 5x5) -> pool -> fc120 -> fc84 -> fc10.
-
-    ReLU activations and 2x2 max pooling (the modern variant; the 1998 net used tanh and average pooling).
-    Spatial sizes: 28 -> conv1 28 -> pool 14 -> conv2 10 -> pool 5, so fc1 sees 16 * 5 * 5 = 400 inputs.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.metadata: dict = {}  # filled by load_lenet from the checkpoint's JSON metadata
-        self.sha256 = ""  # the checkpoint's payload checksum, set by load_lenet (identifies the yardstick)
-        self.conv1 = nn.Conv2d(1, 6, 5, padding=2)
-        self.conv2 = nn.Conv2d(6, 16, 5)
-        self.fc1 = nn.Linear(16 * 5 * 5, 120)
-        self.fc2 = nn.Linear(120, 84)
-        self.fc3 = nn.Linear(84, 10)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate features, (N, 1, 28, 28) in [0, 1] -> (N, 84), taken before the fc2 ReLU."""
-        h = F.max_pool2d(F.relu(self.conv1(x)), 2)  # (N, 6, 14, 14)
-        h = F.max_pool2d(F.relu(self.conv2(h)), 2)  # (N, 16, 5, 5)
-        h = F.relu(self.fc1(h.flatten(1)))  # (N, 120)
-        return self.fc2(h)  # (N, 84)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits, (N, 1, 28, 28) -> (N, 10)."""
-        return self.fc3(F.relu(self.features(x)))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -121,108 +92,11 @@ def _as_images(images: np.ndarray | torch.Tensor, name: str = "images") -> torch
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Training
-
-
-def _random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Shift each image by an independent random integer offset in [-max_shift, max_shift] pixels per axis.
-
-    Zero padding by max_shift, then a per-sample H x W crop at a random offset (the crop is a gather).
-
-    Args:
-        x: (N, 1, H, W).
-    Returns:
-        (N, 1, H, W), background filled with zeros.
-    """
-    n, _, h, w = x.shape
-    padded = F.pad(x, (max_shift,) * 4)[:, 0]  # (N, H + 2s, W + 2s)
-    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h))[:, :, None]  # (N, H, 1)
-    cols = (dx[:, None] + torch.arange(w))[:, None, :]  # (N, 1, W)
-    return padded[torch.arange(n)[:, None, None], rows, cols].unsqueeze(1)
-
-
-def train_lenet(
-    images: np.ndarray | torch.Tensor,
-    labels: np.ndarray | torch.Tensor,
-    *,
-    epochs: int,
-    seed: int,
-    batch_size: int = 64,
-    lr: float = 2e-3,
-    weight_decay: float = 5e-4,
-    max_shift: int = 2,
-) -> LeNet5:
-    """Train a LeNet-5 classifier with AdamW, a one-cycle learning rate and random-shift augmentation.
-
-    Deterministic for a given seed (weights, shuffling and shifts all come from the seed; the global torch
-    RNG is left untouched).
-
-    Args:
-        images: (N, 28, 28) or (N, 1, 28, 28) floating point in [0, 1].
-        labels: (N,) integer classes in 0..9.
-        epochs: passes over the data.
-        seed: seeds initialisation, batch order and augmentation.
-        batch_size: minibatch size.
-        lr: peak learning rate: warm-up over the first 15 % of steps, then cosine decay to ~0 (OneCycleLR).
-        weight_decay: decoupled (AdamW) weight decay.
-        max_shift: augmentation shifts each digit by up to this many pixels on each axis (0 turns it off).
-
-    Returns:
-        The trained model, in eval mode.
-
-    Raises:
-        ValueError: bad images, labels of the wrong shape or outside 0..9, or non-positive epochs/batch size.
-    """
-    x = _as_images(images)
-    y = torch.as_tensor(np.asarray(labels)).to(torch.int64)
-    if y.shape != (x.shape[0],):
-        raise ValueError(f"labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
-    if y.min() < 0 or y.max() > 9:
-        raise ValueError("labels must lie in 0..9")
-    if epochs < 1 or batch_size < 1 or max_shift < 0:
-        raise ValueError(f"need epochs >= 1, batch_size >= 1, max_shift >= 0; got {epochs}, {batch_size}, {max_shift}")
-    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
-        torch.manual_seed(seed)
-        model = LeNet5()
-    generator = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = math.ceil(x.shape[0] / batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15, anneal_strategy="cos"
-    )
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(x.shape[0], generator=generator)
-        for i in range(0, x.shape[0], batch_size):
-            idx = order[i : i + batch_size]
-            xb = _random_shift(x[idx], max_shift, generator) if max_shift > 0 else x[idx]
-            loss = F.cross_entropy(model(xb), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    return model.eval()
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Checkpoint: state-dict tensors + JSON metadata + sha256 of both, loaded with weights_only=True
-
-
-def _payload_sha256(state: dict[str, torch.Tensor], metadata: str) -> str:
-    """sha256 over every tensor's name, dtype, shape and bytes (sorted by name), then the metadata string."""
-    h = hashlib.sha256()
-    for key in sorted(state):
-        t = state[key].detach().cpu().contiguous()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.numpy().tobytes())
-    h.update(metadata.encode())
-    return h.hexdigest()
+# The LeNet file: an sdegen checkpoint of kind "classifier" (state dict + JSON metadata, checksummed)
 
 
 def save_lenet(model: LeNet5, path: str | os.PathLike, *, metadata: dict | None = None) -> str:
-    """Save a LeNet atomically (temporary file, fsync, rename) with a payload checksum.
+    """Save a LeNet in the checkpoint format (`sdegen.checkpoint`, kind "classifier"): atomic, checksummed.
 
     Args:
         model: the classifier.
@@ -232,46 +106,41 @@ def save_lenet(model: LeNet5, path: str | os.PathLike, *, metadata: dict | None 
     Returns:
         The payload sha256 (hex), also stored in the file.
     """
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    state = {"state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
     meta = json.dumps({"format": _FORMAT, **(metadata or {})}, sort_keys=True)
-    digest = _payload_sha256(state, meta)
-    from sdegen.checkpoint import atomic_torch_save  # the one atomic writer for torch files
-
-    atomic_torch_save({"state_dict": state, "metadata": meta, "sha256": digest}, path)
-    return digest
+    return save_checkpoint(path, state, meta, kind="classifier")
 
 
 def load_lenet(path: str | os.PathLike | None = None) -> LeNet5:
-    """Load a LeNet checkpoint written by `save_lenet` and verify its checksum.
+    """Load a LeNet file written by `save_lenet` and verify its checksum.
 
     Args:
-        path: checkpoint file; None loads the shipped `sdegen/models/lenet.pt`.
+        path: the file; None loads the shipped `sdegen/models/lenet.pt`.
 
     Returns:
         The model in eval mode, with `model.metadata` (dict) and `model.sha256` (payload checksum) set.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is not a LeNet checkpoint, is corrupt, or its checksum does not match.
+        ValueError (`sdegen.checkpoint.CheckpointError`): the file is not a LeNet file, is corrupt, or its
+            checksum does not match.
     """
     path = Path(DEFAULT_LENET_PATH if path is None else path)
     if not path.is_file():
-        raise FileNotFoundError(f"LeNet checkpoint not found: {path} (build it with studies/train_lenet.py)")
+        raise FileNotFoundError(f"LeNet file not found: {path} (build it with studies/train_lenet.py)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"cannot read LeNet checkpoint {path}: corrupt or not a torch file ({err})") from err
-    if not isinstance(ckpt, dict) or set(ckpt) != {"state_dict", "metadata", "sha256"}:
-        raise ValueError(f"{path} is not an sdegen LeNet checkpoint (expected keys state_dict, metadata, sha256)")
-    state, meta = ckpt["state_dict"], ckpt["metadata"]
-    if _payload_sha256(state, meta) != ckpt["sha256"]:
-        raise ValueError(f"LeNet checkpoint {path} is corrupt: payload sha256 does not match the stored checksum")
-    metadata = json.loads(meta)
+        ck = read_checkpoint(path, kind="classifier")
+    except CheckpointError as err:
+        raise CheckpointError(f"{err} (not an sdegen LeNet)") from err
+    metadata = json.loads(ck.config_json)
     if not isinstance(metadata, dict) or metadata.get("format") != _FORMAT:
-        raise ValueError(f"{path} is not an sdegen LeNet checkpoint (metadata format is not {_FORMAT!r})")
+        raise CheckpointError(f"{path}: not an sdegen LeNet (metadata format is not {_FORMAT!r})")
     model = LeNet5()
-    model.load_state_dict(state, strict=True)
-    model.metadata, model.sha256 = metadata, ckpt["sha256"]
+    try:
+        model.load_state_dict(ck.state["state_dict"], strict=True)
+    except (KeyError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: not an sdegen LeNet, its weights do not fit LeNet-5 ({err})") from err
+    model.metadata, model.sha256 = metadata, ck.sha256
     return model.eval()
 
 
@@ -288,7 +157,7 @@ def _logits_and_features(x: torch.Tensor, model: LeNet5, batch_size: int) -> tup
     for i in range(0, x.shape[0], batch_size):
         f = model.features(x[i : i + batch_size])
         feats.append(f)
-        logits.append(model.fc3(F.relu(f)))
+        logits.append(model.fc3(torch.relu(f)))
     return torch.cat(logits), torch.cat(feats)
 
 

@@ -15,6 +15,13 @@ the last bits exactly as two uninterrupted runs do.
 
 Data parallel: started under torchrun, each rank takes a disjoint shard of every global batch (see
 `sdegen._distributed`) and DistributedDataParallel averages gradients; only rank 0 writes.
+
+Nothing lost: a step whose loss or gradient is NaN/inf is skipped (no update, no EMA) and after
+`max_skipped_steps` such steps in a row the run stops with `TrainingDivergedError`; no checkpoint or model
+file with non-finite weights is ever written, so the last good checkpoint stays. While it trains, a run
+holds the lock `out_dir/train.lock` (a second training of the same directory is refused). A directory
+with training output but no checkpoint, or a fresh start (`resume=False`) over an existing run, is refused
+unless `force=True`. A torn last line of metrics.jsonl (what a kill leaves) is dropped on resume.
 """
 
 from __future__ import annotations
@@ -33,14 +40,30 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from sdegen._distributed import DistInfo, init_process_group, resolve_device
-from sdegen.checkpoint import CheckpointError, export_ema, load_model, read_checkpoint, save_checkpoint
+from sdegen._io import FileLock, atomic_write_text, check_output_dir
+from sdegen.checkpoint import CheckpointError, export_ema, read_checkpoint, save_checkpoint
 from sdegen.config import TrainConfig, config_to_dict, config_to_json, make_score_model
 from sdegen.data import get_dataset
 from sdegen.losses import LOSSES
+from sdegen.model import load_model
+from sdegen.runtime import tune_allocator_once
 
 # Config keys that may change between a run and its resumption (they do not affect the trajectory; a resumed
 # run takes its weights from the checkpoint, so where `init_from` pointed no longer matters).
-RESUMABLE_CHANGES = {"steps", "checkpoint_every", "val_every", "log_every", "out_dir", "device", "compile", "init_from"}
+RESUMABLE_CHANGES = {
+    "steps", "checkpoint_every", "val_every", "log_every", "out_dir", "device", "compile", "init_from",
+    "max_skipped_steps",
+}  # fmt: skip
+LOCK_NAME = "train.lock"  # held in out_dir while a run trains
+RUN_FILES = ("checkpoint.pt", "model.pt", "metrics.jsonl")  # what a run directory holds once training began
+
+
+class TrainingDivergedError(RuntimeError):
+    """Training stopped: the loss or gradient stayed non-finite, or weights turned NaN/inf."""
+
+
+class RunDirectoryError(ValueError):
+    """A run directory whose contents training would overwrite (pass force=True / --force to allow it)."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +136,12 @@ class Trainer:
         self.data_gen = torch.Generator().manual_seed(cfg.seed)
         self.noise_gen = torch.Generator(self.device).manual_seed(cfg.seed + 1)
         self.step = 0
+        self.skipped = 0  # steps skipped in a row for a non-finite loss or gradient
+        self.skipped_total = 0
+        # The loss logged every `log_every` steps is the mean over this window; it is part of the checkpoint so
+        # that a resumed run logs what an uninterrupted one does.
+        self.window_loss = torch.zeros((), device=self.device, dtype=torch.float64)
+        self.window_n = 0
         self._set_perm(torch.randperm(len(self.data), generator=self.data_gen), 0)
 
     def _set_perm(self, perm: torch.Tensor, pos: int) -> None:
@@ -160,8 +189,12 @@ class Trainer:
         return per_sample.mean()
 
     # -- one optimizer step ----------------------------------------------------------------------------------------
-    def train_step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Warm-up lr, forward, backward (all-reduced under DDP), clip, Adam, EMA. Returns (loss, grad norm)."""
+    def train_step(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """Warm-up lr, forward, backward (all-reduced under DDP), clip, Adam, EMA.
+
+        A non-finite loss or gradient norm skips the update (the batch is consumed, the step count stays) and
+        counts in `skipped`. Returns (loss, grad norm, whether the step was taken).
+        """
         o = self.cfg.optim
         lr = o.lr * min(1.0, (self.step + 1) / o.warmup_steps) if o.warmup_steps else o.lr
         for group in self.opt.param_groups:
@@ -169,12 +202,25 @@ class Trainer:
         loss = self.loss(self.next_batch())
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self._params, o.grad_clip, foreach=True) if o.grad_clip else None
+        if o.grad_clip:
+            norm = torch.nn.utils.clip_grad_norm_(self._params, o.grad_clip, foreach=True)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in self._params if p.grad is not None], foreach=True)
+        bad = ~(torch.isfinite(loss.detach()) & torch.isfinite(norm))  # the gradient is all-reduced: same on all ranks
+        if self.dist.world_size > 1:  # the loss is per rank: agree, so that every rank skips the same steps
+            bad = bad.to(torch.int32)
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        if bool(bad):
+            self.opt.zero_grad(set_to_none=True)
+            self.skipped += 1
+            self.skipped_total += 1
+            return loss.detach(), norm, False
+        self.skipped = 0
         self.opt.step()
         with torch.no_grad():  # ema ← decay·ema + (1 − decay)·θ
             torch._foreach_lerp_(self._ema_params, self._params, 1.0 - self.cfg.ema_decay)
         self.step += 1
-        return loss.detach(), norm
+        return loss.detach(), norm, True
 
     @torch.no_grad()
     def validate(self) -> float:
@@ -204,6 +250,9 @@ class Trainer:
             "data_shape": list(self.data_shape),
             "data_range": list(self.data_range) if self.data_range else None,
             "num_classes": self.num_classes,
+            "window_loss": self.window_loss.detach().cpu().clone(),
+            "window_n": self.window_n,
+            "skipped_total": self.skipped_total,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -214,13 +263,29 @@ class Trainer:
         self._set_perm(state["perm"], int(state["pos"]))
         self.data_gen.set_state(state["data_gen"])
         self.noise_gen.set_state(state["noise_gen"])
+        # Absent from checkpoints written before these existed: an empty window, nothing skipped.
+        self.window_loss = state.get("window_loss", torch.zeros((), dtype=torch.float64)).to(self.device)
+        self.window_n = int(state.get("window_n", 0))
+        self.skipped_total = int(state.get("skipped_total", 0))
 
     def save(self, path: Path) -> None:
+        """Write a training checkpoint, refusing weights that hold NaN or inf (the last good file stays).
+
+        Raises:
+            TrainingDivergedError: non-finite model or EMA weights.
+            OSError: the file cannot be written (naming it and the cause).
+        """
+        for name, params in (("model", self._params), ("EMA", self._ema_params)):
+            if not all(bool(torch.isfinite(p).all()) for p in params):
+                raise TrainingDivergedError(
+                    f"the {name} weights hold NaN or inf at step {self.step}; {path} is not written "
+                    "(the last good checkpoint is kept); lower optim.lr or set optim.grad_clip"
+                )
         save_checkpoint(path, self.state_dict(), config_to_json(self.cfg), kind="training")
 
     def resume(self, path: Path) -> None:
         """Load a checkpoint of the same run; refuses one whose config differs in a key that matters."""
-        ck = read_checkpoint(path)
+        ck = read_checkpoint(path, kind="training")  # a model file placed here is refused by name
         # A key the stored config lacks (written before the field existed) counts as its default.
         old = {**_flat(config_to_dict(TrainConfig())), **_flat(json.loads(ck.config_json))}
         new = _flat(config_to_dict(self.cfg))
@@ -256,15 +321,61 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def train(config: TrainConfig, *, resume: bool = True, progress: bool = True) -> TrainResult:
-    """Train (or resume, if `out_dir` holds a checkpoint and `resume`) the model of `config`; see the module doc."""
+def train(config: TrainConfig, *, resume: bool = True, progress: bool = True, force: bool = False) -> TrainResult:
+    """Train (or resume, if `out_dir` holds a checkpoint and `resume`) the model of `config`; see the module doc.
+
+    Args:
+        config: the resolved training config.
+        resume: continue from `out_dir/checkpoint.pt` if there is one; False starts afresh.
+        progress: show a progress bar.
+        force: allow starting afresh over a directory that holds a run (with resume=False, or when it has
+            training output but no checkpoint to resume from); its files are overwritten.
+
+    Raises:
+        OSError: `out_dir` is a file or not writable (before any work), or a write failed (naming the file).
+        sdegen._io.FileLockedError: another process trains in `out_dir`.
+        RunDirectoryError: `out_dir` holds a run that would be overwritten, and not `force`.
+        TrainingDivergedError: the loss or gradient stayed non-finite for more than `max_skipped_steps`
+            steps in a row; the last good checkpoint is kept.
+        sdegen.checkpoint.CheckpointError / ValueError: the checkpoint cannot be resumed (corrupt, a model
+            file, another config).
+    """
+    tune_allocator_once()  # ~25% faster CPU forwards (sdegen.runtime)
     info = DistInfo.from_env()
-    started_group = init_process_group(info, resolve_device(config.device, info))
+    out = Path(config.out_dir)
+    lock = None
+    if info.is_main:  # before any work: a file in the way, a read-only place, a run in progress or at risk
+        check_output_dir(out, "out_dir")
+        lock = FileLock(out / LOCK_NAME, f"run directory {out}").acquire()
     try:
-        return _run(Trainer(config, dist_info=info), resume=resume, progress=progress)
+        if info.is_main:
+            _check_run_dir(out, resume=resume, force=force)
+        started_group = init_process_group(info, resolve_device(config.device, info))
+        try:
+            return _run(Trainer(config, dist_info=info), resume=resume, progress=progress)
+        finally:
+            if started_group:
+                dist.destroy_process_group()
     finally:
-        if started_group:
-            dist.destroy_process_group()
+        if lock is not None:
+            lock.release()
+
+
+def _check_run_dir(out: Path, *, resume: bool, force: bool) -> None:
+    """Refuse to overwrite a run: training output without a checkpoint, or a fresh start over a run."""
+    present = [name for name in RUN_FILES if (out / name).is_file() and (out / name).stat().st_size > 0]
+    if force or not present:
+        return
+    if not resume:
+        raise RunDirectoryError(
+            f"{out} holds a run ({', '.join(present)}); a fresh start (--no-resume) would overwrite it: "
+            "use another out_dir, or add --force (force=True) to start afresh anyway"
+        )
+    if "checkpoint.pt" not in present:
+        raise RunDirectoryError(
+            f"{out} holds {', '.join(present)} but no checkpoint.pt to resume from; starting afresh would "
+            "overwrite them: restore checkpoint.pt, use another out_dir, or add --force (force=True)"
+        )
 
 
 def _run(tr: Trainer, *, resume: bool, progress: bool) -> TrainResult:
@@ -274,40 +385,49 @@ def _run(tr: Trainer, *, resume: bool, progress: bool) -> TrainResult:
     if resume and ckpt.exists():
         tr.resume(ckpt)
     if main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(config_to_json(cfg) + "\n")
+        atomic_write_text(out / "config.json", config_to_json(cfg) + "\n")
         _truncate_metrics(metrics_path, tr.step)
     bar = tqdm(total=cfg.steps, initial=tr.step, disable=not (progress and main), dynamic_ncols=True, unit="it")
-    window_loss, window_n, window_t0 = torch.zeros((), device=tr.device, dtype=torch.float64), 0, time.perf_counter()
-    last_loss, val_loss = float("nan"), None
-    with open(metrics_path, "a") if main else contextlib.nullcontext(io.StringIO()) as log:
-        tr.model.train()  # validation evaluates the EMA copy, so the model stays in training mode
-        while tr.step < cfg.steps:
-            loss, norm = tr.train_step()
-            window_loss += loss
-            window_n += 1
-            bar.update(1)
-            record = {}
-            if tr.step % cfg.log_every == 0 or tr.step == cfg.steps:
-                dt = time.perf_counter() - window_t0
-                last_loss = float(window_loss) / window_n
-                record = {
-                    "loss": last_loss,
-                    "lr": tr.opt.param_groups[0]["lr"],
-                    "grad_norm": float(norm) if norm is not None else None,
-                    "images_per_s": window_n * cfg.batch_size / dt,
-                }
-                window_loss.zero_()
-                window_n, window_t0 = 0, time.perf_counter()
-            if cfg.val_every and (tr.step % cfg.val_every == 0 or tr.step == cfg.steps) and main and len(tr.val_data):
-                val_loss = record["val_loss"] = tr.validate()
-            if record and main:
-                log.write(json.dumps({"step": tr.step, **record}) + "\n")
-                log.flush()
-                bar.set_postfix(loss=f"{last_loss:.4g}", **({"val": f"{val_loss:.4g}"} if val_loss else {}))
-            if main and (tr.step % cfg.checkpoint_every == 0 or tr.step == cfg.steps):
-                tr.save(ckpt)
-    bar.close()
+    timed_n, window_t0 = 0, time.perf_counter()  # throughput counts this process's steps only
+    last_loss, val_loss, good_step = float("nan"), None, (tr.step if ckpt.exists() else None)
+    try:
+        with _open_log(metrics_path) if main else contextlib.nullcontext(io.StringIO()) as log:
+            tr.model.train()  # validation evaluates the EMA copy, so the model stays in training mode
+            while tr.step < cfg.steps:
+                loss, norm, taken = tr.train_step()
+                if not taken:
+                    if tr.skipped > cfg.max_skipped_steps:
+                        raise _diverged(tr, ckpt if main and good_step is not None else None, good_step, loss, norm)
+                    continue
+                tr.window_loss += loss
+                tr.window_n += 1
+                timed_n += 1
+                bar.update(1)
+                record = {}
+                if tr.step % cfg.log_every == 0 or tr.step == cfg.steps:
+                    dt = time.perf_counter() - window_t0
+                    last_loss = float(tr.window_loss) / tr.window_n
+                    record = {
+                        "loss": last_loss,
+                        "lr": tr.opt.param_groups[0]["lr"],
+                        "grad_norm": float(norm),
+                        "images_per_s": timed_n * cfg.batch_size / dt,
+                    }
+                    if tr.skipped_total:
+                        record["skipped_steps"] = tr.skipped_total
+                    tr.window_loss.zero_()
+                    tr.window_n, timed_n, window_t0 = 0, 0, time.perf_counter()
+                validate = cfg.val_every and (tr.step % cfg.val_every == 0 or tr.step == cfg.steps)
+                if validate and main and len(tr.val_data):
+                    val_loss = record["val_loss"] = tr.validate()
+                if record and main:
+                    _write_line(log, metrics_path, json.dumps({"step": tr.step, **record}))
+                    bar.set_postfix(loss=f"{last_loss:.4g}", **({"val": f"{val_loss:.4g}"} if val_loss else {}))
+                if main and (tr.step % cfg.checkpoint_every == 0 or tr.step == cfg.steps):
+                    tr.save(ckpt)
+                    good_step = tr.step
+    finally:
+        bar.close()  # before any error message, so that it starts on a line of its own
     if main:
         if not ckpt.exists():
             tr.save(ckpt)
@@ -317,8 +437,52 @@ def _run(tr: Trainer, *, resume: bool, progress: bool) -> TrainResult:
     return TrainResult(ckpt, out / "model.pt", tr.step, last_loss, val_loss)
 
 
+def _diverged(tr: Trainer, ckpt: Path | None, good_step: int | None, loss, norm) -> TrainingDivergedError:
+    kept = f"the last good checkpoint {ckpt} (step {good_step}) is kept" if ckpt else "no checkpoint was written"
+    return TrainingDivergedError(
+        f"training diverged: the loss or gradient was NaN/inf for {tr.skipped} steps in a row after step "
+        f"{tr.step} (last loss {float(loss):.4g}, gradient norm {float(norm):.4g}); {kept}. Lower optim.lr, set "
+        f"optim.grad_clip, or raise max_skipped_steps (now {tr.cfg.max_skipped_steps})"
+    )
+
+
+def _open_log(path: Path):
+    try:
+        return open(path, "a")
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from err
+
+
+def _write_line(log, path: Path, line: str) -> None:
+    try:
+        log.write(line + "\n")
+        log.flush()
+    except OSError as err:  # a full disk: name the file
+        raise OSError(err.errno, err.strerror, str(path)) from err
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines past `step` (written after the checkpoint a resumed run restarts from)."""
-    if path.exists():
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-        path.write_text("".join(ln + "\n" for ln in lines))
+    """Drop metric lines past `step` (written after the checkpoint a resumed run restarts from).
+
+    A torn last line (what a kill during a write leaves) is dropped; any other line that is not a JSON record
+    with an integer "step" is an error naming the file and line.
+    """
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines()
+    keep = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            if number == len(lines):
+                break  # torn by a kill mid-write
+            raise ValueError(f"{path}: line {number} is not a JSON record ({err}); remove it to resume") from None
+        step_of = record.get("step") if isinstance(record, dict) else None
+        if isinstance(step_of, bool) or not isinstance(step_of, int):
+            raise ValueError(f"{path}: line {number} has no integer 'step'; remove it to resume")
+        if record["step"] <= step:
+            keep.append(line)
+    atomic_write_text(path, "".join(line + "\n" for line in keep))

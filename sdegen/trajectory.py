@@ -12,9 +12,11 @@ A trajectory is an `xarray.Dataset` (DESIGN.md, "Trajectory dataset schema"):
   data_range, created` (+ solver options). Flags are stored as 0/1, nested values as JSON strings.
 
 Files are netCDF4 with a fletcher32 checksum on every variable, so flipped bytes are detected on read.
-`save_trajectory` writes a temporary file in the target directory, fsyncs it and renames it into place.
-`TrajectoryWriter` streams records into an unlimited `time` dimension and syncs after each one, so a run
-that dies leaves a readable file with the records written so far (attr `complete` = 0).
+`save_trajectory` writes a temporary file in the target directory, fsyncs it and renames it into place
+(`sdegen._io.atomic_path`). `TrajectoryWriter` streams records into `<path>.partial` (an unlimited `time`
+dimension, synced after each record) under the lock `<path>.lock`, and renames it onto `<path>` when the run
+completes: a run that fails or is killed leaves `<path>` as it was and `<path>.partial` readable with the
+records written so far (attr `complete` = 0); a second writer of the same path is refused.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import warnings
 from pathlib import Path
 
 import netCDF4
 import numpy as np
 import xarray as xr
+
+from sdegen._io import PartialFile, atomic_path, explain_write_error, lock_owner, partial_path
 
 IMAGE_DIMS = ("channel", "height", "width")
 REQUIRED_ATTRS = ("sdegen_version", "sde", "solver", "steps", "nfe", "seed", "t_min")
@@ -157,25 +161,10 @@ def save_netcdf(ds: xr.Dataset, path, compression: bool = False) -> Path:
         The path written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ds = ds.copy(deep=False)
     ds.attrs = netcdf_attrs(ds.attrs)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=_encoding(ds, compression))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
     return path
 
 
@@ -185,43 +174,93 @@ def save_trajectory(ds: xr.Dataset, path, compression: bool = False) -> Path:
     return save_netcdf(ds, path, compression)
 
 
+class IncompleteTrajectoryWarning(UserWarning):
+    """An opened trajectory holds only the records of a run that did not complete (attr `complete` = 0)."""
+
+
+def _writer_of(path: Path) -> int | None:
+    """The pid of the process streaming into `path` (the target or its `.partial`), if one is."""
+    target = path.with_name(path.name.removesuffix(".partial"))
+    return lock_owner(target.with_name(target.name + ".lock"))
+
+
 def open_trajectory(path) -> xr.Dataset:
     """Load a trajectory file fully into memory (the file is closed on return) and validate it.
 
+    A file of a run that did not complete (a `.partial` file, attr `complete` = 0) loads with an
+    `IncompleteTrajectoryWarning` saying how many records it holds.
+
     Raises:
-        FileNotFoundError: no such file.
-        TrajectoryError: the file is corrupt (unreadable, checksum mismatch) or not an sdegen trajectory.
+        FileNotFoundError: no such file (the message points to `<path>.partial` when that exists).
+        TrajectoryError: the file is still being written by another process, is corrupt (unreadable,
+            checksum mismatch) or is not an sdegen trajectory.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no trajectory file at {path}")
+        partial = partial_path(path)
+        hint = f"; the partial file of an unfinished run is {partial}" if partial.is_file() else ""
+        raise FileNotFoundError(f"no trajectory file at {path}{hint}")
+    owner = _writer_of(path)
+    if owner == os.getpid():
+        owner = None  # this process writes it (records are synced): reading is safe
+    if owner is not None and path.name.endswith(".partial"):
+        raise TrajectoryError(f"{path} is still being written (by process {owner}); open it when the run ends")
     try:
         with xr.open_dataset(path, engine="netcdf4") as ds:
             ds.load()
     except (OSError, RuntimeError, ValueError) as err:
+        if owner is not None:
+            raise TrajectoryError(f"{path} is being written (by process {owner}); open it when the run ends") from err
         raise TrajectoryError(f"{path} is corrupt or not a netCDF file (read failed: {err})") from err
     check_trajectory(ds, str(path))
+    if int(ds.attrs.get("complete", 1)) == 0:
+        warnings.warn(
+            f"{path} is the partial file of a run that did not complete: {ds.sizes.get('time', 0)} saved "
+            f"state(s), the last at t = {float(ds['time'][-1]) if ds.sizes.get('time') else float('nan'):.4g}",
+            IncompleteTrajectoryWarning,
+            stacklevel=2,
+        )
     return ds
 
 
 class TrajectoryWriter:
-    """Stream trajectory records into a netCDF file with an unlimited `time` dimension.
+    """Stream trajectory records into `<path>.partial` (unlimited `time` dimension), renamed onto `path` at the end.
+
+    `close(complete=True)` moves the partial file onto `path` atomically; `close(complete=False)` (or `abort`)
+    keeps `path` untouched and the partial file readable. While the writer is open, `<path>.lock` refuses a
+    second writer of the same path. A write that fails raises an `OSError` naming `path` and the cause (e.g.
+    "No space left on device"), the records so far stay in the partial file.
 
     Args:
-        path: the file to create (overwritten).
+        path: the file to create; an existing file there is replaced only when the run completes.
         shape: (batch, *data_shape).
         attrs: dataset attributes; `complete` = 0 is added and set to 1 by `close(complete=True)`.
         labels: optional (batch,) labels.
         x0_hat: whether records carry x0_hat.
         compression: zlib-compress x and x0_hat.
+
+    Raises:
+        IsADirectoryError / OSError: `path` is a directory or cannot be written.
+        sdegen._io.FileLockedError: another process is writing `path`.
     """
 
     def __init__(self, path, shape, *, attrs, labels=None, x0_hat: bool = False, compression: bool = False):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = PartialFile(path, "trajectory")
+        self.path, self.partial = self._file.path, self._file.partial
+        self._nc = None
+        try:
+            self._create(shape, attrs, labels, x0_hat, compression)
+            self._nc = netCDF4.Dataset(self.partial, "a")
+        except BaseException as err:
+            self._file.abort()
+            if isinstance(err, OSError | RuntimeError):
+                raise explain_write_error(err, self.partial) from err
+            raise
+
+    def _create(self, shape, attrs, labels, x0_hat, compression) -> None:
         batch, data_shape = shape[0], tuple(shape[1:])
         dims = data_dims(data_shape)
-        with netCDF4.Dataset(self.path, "w", format="NETCDF4") as nc:
+        with netCDF4.Dataset(self.partial, "w", format="NETCDF4") as nc:
             nc.createDimension("time", None)
             nc.createDimension("sample", batch)
             for name, size in zip(dims, data_shape, strict=True):
@@ -239,10 +278,23 @@ class TrajectoryWriter:
             if labels is not None:
                 nc["x"].coordinates = "label"
             nc.setncatts(netcdf_attrs({**attrs, "complete": 0}))
-        self._nc = netCDF4.Dataset(self.path, "a")
 
     def append(self, t: float, x, sigma: float, mean_scale: float, x0_hat=None, attrs: dict | None = None):
-        """Append one record (x: (batch, *data_shape)) and sync it to disk."""
+        """Append one record (x: (batch, *data_shape)) and sync it to disk.
+
+        Raises:
+            OSError: the write failed; names the target and the cause, and where the partial file is.
+        """
+        try:
+            self._write_record(t, x, sigma, mean_scale, x0_hat, attrs)
+        except (OSError, RuntimeError) as err:
+            raise self._write_error(err) from err
+
+    def _write_error(self, err: BaseException) -> OSError:
+        e = explain_write_error(err, self.path)
+        return OSError(e.errno, f"{e.strerror}; the states written so far are in {self.partial}", e.filename)
+
+    def _write_record(self, t, x, sigma, mean_scale, x0_hat, attrs) -> None:
         n = len(self._nc.dimensions["time"])
         self._nc["time"][n] = t
         self._nc["x"][n] = x
@@ -254,15 +306,45 @@ class TrajectoryWriter:
             self._nc.setncatts(netcdf_attrs(attrs))
         self._nc.sync()
 
-    def close(self, attrs: dict | None = None, complete: bool = False) -> None:
-        """Write final attributes and close (idempotent)."""
+    def close(self, attrs: dict | None = None, complete: bool = False) -> Path:
+        """Write final attributes and close (idempotent); returns the file that holds the records.
+
+        complete=True moves the partial file onto `path` (returned); complete=False keeps it as the partial
+        file (returned) and leaves `path` untouched.
+        """
         if self._nc is None:
-            return
+            return self.path if complete else self.partial
         try:
-            self._nc.setncatts(netcdf_attrs({**(attrs or {}), "complete": int(complete)}))
-        finally:
-            self._nc.close()
-            self._nc = None
+            try:
+                self._nc.setncatts(netcdf_attrs({**(attrs or {}), "complete": int(complete)}))
+            finally:
+                nc, self._nc = self._nc, None
+                nc.close()
+        except (OSError, RuntimeError) as err:
+            self._file.abort()
+            raise self._write_error(err) from err
+        except BaseException:
+            self._file.abort()
+            raise
+        if complete:
+            return self._file.commit()
+        return self._file.abort()
+
+    def abort(self, error: BaseException | None = None, attrs: dict | None = None) -> Path:
+        """Close without completing (the target stays untouched); note the partial file on `error`. Returns it."""
+        partial = self.close(attrs, complete=False)
+        if error is not None and not any(str(partial) in str(n) for n in getattr(error, "__notes__", [])):
+            error.add_note(f"the states saved before the failure are in {partial}")
+        return partial
+
+    def __enter__(self) -> TrajectoryWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None:
+            self.close(complete=True)
+        else:
+            self.abort(exc)
 
 
 def marginal_moments(ds: xr.Dataset, variable: str = "x") -> xr.Dataset:

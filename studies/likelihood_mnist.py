@@ -137,11 +137,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.num < 1 or args.batch_size < 1:
         p.error("--num and --batch-size must be >= 1")
 
-    from sdegen import checkpoint, data  # imported here so that tests and --help need neither
+    from sdegen import data  # imported here so that tests and --help need neither
     from sdegen.dequantization import default_t_min
+    from sdegen.model import load_model
     from sdegen.score import clip_denoised
 
-    model = checkpoint.load_model(args.model)
+    model = load_model(args.model)
     t_min = args.t_min
     if args.t_min_bins is not None:
         t_min = default_t_min(model.sde, tuple(model.data_range), bins=args.t_min_bins)

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 import sdegen
-from sdegen.checkpoint import load_model
 from sdegen.data import get_dataset, load_mnist
 from sdegen.metrics import class_spread, fld_reference, fld_score, predict_classes
+from sdegen.model import load_model
 from sdegen.runtime import tune_allocator
 
 REFERENCE_SEEDS = range(5)  # reference draws per FLD; the spread over them is the FLD's sampling noise

@@ -19,8 +19,8 @@ import argparse
 
 import torch
 
-from sdegen.checkpoint import load_model
 from sdegen.data import load_mnist
+from sdegen.model import load_model
 from sdegen.runtime import tune_allocator
 
 FRACTIONS = (0.04, 0.01, 0.0025)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -25,13 +26,19 @@ from sdegen.metrics import (
     lenet_features,
     load_lenet,
     save_lenet,
-    train_lenet,
 )
+from sdegen.nets import LeNet5
 
 # Where the MNIST test split may live: $SDEGEN_MNIST_DIR, the repository's data/mnist, or the shared data
 # folder beside the repository (../shared/data/mnist, as in CI).
 _ROOT = Path(__file__).resolve().parents[1]
 _MNIST_DIRS = [os.environ.get("SDEGEN_MNIST_DIR"), _ROOT / "data/mnist", _ROOT.parent / "shared/data/mnist"]
+
+# The LeNet's training lives in its study script (studies/ is not a package): load it as a module.
+_spec = importlib.util.spec_from_file_location("train_lenet_study", _ROOT / "studies" / "train_lenet.py")
+study = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(study)
+train_lenet = study.train_lenet
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +60,7 @@ def train_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def lenet() -> metrics.LeNet5:
+def lenet() -> LeNet5:
     return load_lenet()
 
 
@@ -161,11 +168,16 @@ def test_feature_statistics_rejects_too_few_samples():
 # The shipped LeNet and its checkpoint
 
 
-def test_shipped_checkpoint_is_small_and_plain_tensors():
+def test_shipped_file_is_a_small_classifier_checkpoint_of_plain_tensors():
+    from sdegen.checkpoint import FORMAT, checkpoint_kind, read_checkpoint
+
     assert DEFAULT_LENET_PATH.stat().st_size < 300 * 1024
-    ckpt = torch.load(DEFAULT_LENET_PATH, weights_only=True)
-    assert set(ckpt) == {"state_dict", "metadata", "sha256"}
-    assert all(isinstance(v, torch.Tensor) for v in ckpt["state_dict"].values())
+    raw = torch.load(DEFAULT_LENET_PATH, weights_only=True)  # plain tensors: no code is unpickled
+    assert raw["format"] == FORMAT and raw["kind"] == "classifier"
+    assert all(isinstance(v, torch.Tensor) for v in raw["tensors"].values())
+    assert checkpoint_kind(DEFAULT_LENET_PATH) == "classifier"
+    ck = read_checkpoint(DEFAULT_LENET_PATH, kind="classifier")  # the one checkpoint format, checksum verified
+    assert set(ck.state["state_dict"]) == set(LeNet5().state_dict())
 
 
 def test_shipped_lenet_accuracy_on_test_digits(lenet, test_split):
@@ -185,6 +197,7 @@ def test_checkpoint_roundtrip_and_corruption_is_an_error(tmp_path, lenet):
     x = torch.rand(4, 1, 28, 28)
     torch.testing.assert_close(loaded(x), lenet(x), rtol=0, atol=0)
     assert torch.load(path, weights_only=True)["sha256"] == digest == loaded.sha256
+    assert LeNet5 is metrics.LeNet5  # still importable from sdegen.metrics
 
     # Flip one byte inside the stored fc1 weights (located by their raw float32 bytes): torch.load alone would
     # load it silently; the payload checksum must catch it.
@@ -194,12 +207,12 @@ def test_checkpoint_roundtrip_and_corruption_is_an_error(tmp_path, lenet):
     raw[start + 1000] ^= 0x01
     bad = tmp_path / "flipped.pt"
     bad.write_bytes(bytes(raw))
-    with pytest.raises(ValueError, match="corrupt.*sha256"):
+    with pytest.raises(ValueError, match="checksum mismatch.*corrupt"):
         load_lenet(bad)
 
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(path.read_bytes()[: len(raw) // 2])
-    with pytest.raises(ValueError, match="cannot read"):
+    with pytest.raises(ValueError, match="truncated.pt.*(damaged|not an sdegen)"):
         load_lenet(truncated)
 
     foreign = tmp_path / "foreign.pt"
@@ -208,6 +221,12 @@ def test_checkpoint_roundtrip_and_corruption_is_an_error(tmp_path, lenet):
         load_lenet(foreign)
     with pytest.raises(FileNotFoundError):
         load_lenet(tmp_path / "missing.pt")
+    model_file = tmp_path / "model.pt"  # an sdegen checkpoint of another kind is no LeNet either
+    from sdegen.checkpoint import save_checkpoint
+
+    save_checkpoint(model_file, {"ema": {}}, "{}", kind="model")
+    with pytest.raises(ValueError, match="model file.*not an sdegen LeNet"):
+        load_lenet(model_file)
 
 
 def test_checkpoint_save_is_atomic(tmp_path, lenet):
@@ -224,7 +243,7 @@ def test_random_shift_is_a_shift_within_the_bound():
     gen = torch.Generator().manual_seed(0)
     x = torch.zeros(50, 1, 28, 28)
     x[:, :, 2:-2, 2:-2] = torch.rand(50, 1, 24, 24)  # a zero border of 2 px: shifts lose nothing
-    out = metrics._random_shift(x, 2, gen)
+    out = study._random_shift(x, 2, gen)
     shifts = set()
     for i in range(50):
         match = [

@@ -27,7 +27,7 @@ from sdegen.config import (
     shipped_configs,
 )
 from sdegen.nets import NETS
-from sdegen.training import Trainer, train
+from sdegen.training import RunDirectoryError, Trainer, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,7 +63,7 @@ def test_config_overrides_are_typed():
         ("sde.name=ode", "unknown SDE"),
         ("loss.name=l1", "unknown loss"),
         ("optim=3", "expected an object"),
-        ("steps", "key=value"),
+        ("steps", "KEY=VALUE"),
         ("steps.x=1", "not a section"),
         ("score.input_frequencies=[256,-1]", "score.input_frequencies: must be finite numbers > 0"),
     ],
@@ -143,8 +143,10 @@ def test_resume_continues_bitwise_like_an_uninterrupted_run(tmp_path):
         return [{k: v for k, v in json.loads(x).items() if k not in drop} for x in p.read_text().splitlines()]
 
     assert strip(full / "metrics.jsonl") == strip(split / "metrics.jsonl")
-    # A fresh run (resume=False) starts over instead.
-    assert train(tiny_config(split, "steps=2"), resume=False, progress=False).step == 2
+    # A fresh run (resume=False) over a run is refused; with force=True it starts over.
+    with pytest.raises(RunDirectoryError, match="--force"):
+        train(tiny_config(split, "steps=2"), resume=False, progress=False)
+    assert train(tiny_config(split, "steps=2"), resume=False, progress=False, force=True).step == 2
 
 
 def test_resume_refuses_a_different_recipe(tmp_path):

@@ -142,11 +142,14 @@ def test_writer_records_are_readable_before_close(tmp_path):
     x = np.arange(6, dtype=np.float32).reshape(3, 2)
     w.append(1.0, x, 2.0, 0.5, attrs={"nfe": 1})
     w.append(0.5, x + 1, 1.0, 0.7, attrs={"nfe": 2})
-    mid = open_trajectory(path)  # still open for writing in this process
+    assert not path.exists() and w.partial == tmp_path / "s.nc.partial"  # the target appears when complete
+    with pytest.warns(trajectory.IncompleteTrajectoryWarning, match="2 saved state"):
+        mid = open_trajectory(w.partial)  # still open for writing in this process
     assert mid.sizes["time"] == 2 and mid.attrs["complete"] == 0 and mid.attrs["nfe"] == 2
     np.testing.assert_array_equal(mid["x"].values[1], x + 1)
-    w.close({"nfe": 2}, complete=True)
+    assert w.close({"nfe": 2}, complete=True) == path
     w.close()  # idempotent
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.nc"]  # no partial, no lock left
     done = open_trajectory(path)
     assert done.attrs["complete"] == 1
     np.testing.assert_array_equal(done["label"].values, [1, 2, 3])

@@ -4,13 +4,15 @@ x: (batch, *data_shape); t: (batch,) the noise feature chosen by the parametrisa
 y: (batch,) long class labels, the value `num_classes` being the null label ∅, or None (= ∅).
 The output is the raw network output F; the parametrisation turns it into a score, ε, x0 or v.
 
-`NETS` maps the config names to the classes; `build_net` creates one by name.
+`NETS` maps the config names to the classes; `build_net` creates one by name. `LeNet5` (the classifier of
+the Frechet LeNet Distance, `sdegen.metrics`) is no score network and not in `NETS`.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
+from sdegen.nets.lenet import LeNet5
 from sdegen.nets.mlp import MLP
 from sdegen.nets.tutorial_unet import TutorialUNet
 from sdegen.nets.unet import UNet
@@ -30,4 +32,4 @@ def num_parameters(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
 
-__all__ = ["MLP", "NETS", "TutorialUNet", "UNet", "build_net", "num_parameters"]
+__all__ = ["MLP", "NETS", "LeNet5", "TutorialUNet", "UNet", "build_net", "num_parameters"]
