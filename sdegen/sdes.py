@@ -204,12 +204,15 @@ class AbstractSDE(ABC):
 
         return self.prior_std * randn(tuple(shape), generator, dtype, device)
 
-    def loss(self, prediction: torch.Tensor, x0: torch.Tensor, t: Time) -> torch.Tensor:
-        """Mean squared error of an x0 prediction over the data dims, shape (batch,)."""
+    def loss(self, prediction: torch.Tensor, x0: torch.Tensor, t: Time, *, x_t=None, mask=None) -> torch.Tensor:
+        """Mean squared error of an x0 prediction over the data dims (the diffused ones when a bool `mask`
+        shaped like x0 is given), shape (batch,); x_t is not used."""
+        from sdegen.processes._common import masked_mean
+
         if prediction.shape != x0.shape:
             shapes = f"{tuple(prediction.shape)} and {tuple(x0.shape)}"
             raise ValueError(f"prediction and x0 must have the same shape, got {shapes}")
-        return ((prediction - x0) ** 2).reshape(x0.shape[0], -1).mean(1)
+        return masked_mean((prediction - x0) ** 2, mask)
 
     # -- end of the process protocol -------------------------------------------------------------------
 

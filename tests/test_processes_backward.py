@@ -19,6 +19,7 @@ from scipy import stats
 import sdegen
 from sdegen import processes as P
 from sdegen.processes import rotation
+from sdegen.processes.circle import wrapped_normal_density
 
 K = 4.0
 
@@ -338,3 +339,76 @@ def test_sample_backward_bad_input():
         )
     with pytest.raises(ValueError, match=r"\(0, 1.0\]"):
         P.sample_backward(sdegen.VPSDE(), f, x, [0.1, 1.5])
+
+
+# -- the circle's tangent-mean loss and the training helper ----------------------------------------------
+
+
+def test_circle_tangent_loss_and_two_point_oracle():
+    proc, n = P.WrappedBrownian(rate=1.0), 2000
+    x0 = torch.tensor([0.5, 3.0])
+    # Small t: the expected lifted displacement is the short arc; the loss vanishes at x0_hat = x0.
+    xt = torch.tensor([0.45, -3.1])
+    assert torch.allclose(proc.expected_displacement(x0, xt, 1e-3), P.wrap(x0 - xt).double(), atol=1e-12)
+    assert proc.loss(x0, x0, 1e-3, x_t=xt).abs().max() < 1e-10
+    # Large t, x_t antipodal to x0: windings balance, the target displacement is ~0.
+    assert proc.expected_displacement(torch.tensor([0.0]), torch.tensor([-math.pi]), 50.0).abs().item() < 1e-6
+
+    points, weights = torch.tensor([0.0, 2.0], dtype=torch.float64), torch.tensor([0.3, 0.7], dtype=torch.float64)
+
+    def oracle(w):
+        def predictor(x, t):  # wrap(x_t + E[Y0 − Y_t | x_t]) for a two-point target
+            xs = x.double()[:, None].expand(-1, 2)
+            tt = t.double()[:, None].expand(-1, 2)
+            like = torch.stack([wrapped_normal_density(xs[:, j], points[j], tt[:, j]) for j in range(2)], 1)
+            post = w * like / (w * like).sum(1, keepdim=True)
+            disp = torch.stack(
+                [proc.expected_displacement(points[j].expand(len(x)), x.double(), t) for j in range(2)], 1
+            )
+            return P.wrap(x.double() + (post * disp).sum(1)).to(x.dtype)
+
+        return predictor
+
+    x_T = proc.sample_equilibrium((n,), gen(40))
+    times = P.time_grid("log", 1e-3, 12.0, 100)
+    final = P.sample_backward(proc, oracle(weights), x_T, times, seed=41)["x"].values[-1]
+    frac = (np.abs(final - 2.0) < 1.0).mean()
+    assert abs(frac - 0.7) < K * math.sqrt(0.21 / n), frac
+    # Negative control: an oracle with the wrong weights (0.5, 0.5) is detected.
+    bad = P.sample_backward(proc, oracle(torch.tensor([0.5, 0.5], dtype=torch.float64)), x_T, times, seed=41)
+    assert abs((np.abs(bad["x"].values[-1] - 2.0) < 1.0).mean() - 0.7) > 2 * K * math.sqrt(0.21 / n)
+
+
+def test_x0_prediction_loss_with_self_conditioning_and_masks():
+    from sdegen.processes.training import log_uniform_times, x0_prediction_loss
+
+    t = log_uniform_times(20_000, 1e-3, 10.0, gen(42))
+    logs = torch.log(t)
+    assert t.min() >= 1e-3 and t.max() <= 10.0
+    assert abs(logs.mean().item() - 0.5 * (math.log(1e-3) + math.log(10.0))) < K * logs.std().item() / math.sqrt(20_000)
+
+    proc = P.Joint(P.OrnsteinUhlenbeck(), P.UniformDiscrete(1.0, 3))
+    seen = []
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, x, t, previous=None):
+            seen.append((x, previous))
+            return (self.w * x[0] + 100.0 * (~mask[0]), torch.zeros(len(t), 2, 3) + self.w)
+
+    x0 = (torch.randn(8, 4, generator=gen(43)), torch.randint(0, 3, (8, 2), generator=gen(44)))
+    mask = (torch.rand(8, 4, generator=gen(45)) < 0.5, torch.ones(8, 2, dtype=torch.bool))
+    model = Model()
+    loss = x0_prediction_loss(proc, model, x0, t_min=1e-3, t_max=5.0, generator=gen(46), self_condition=True, mask=mask)
+    loss.backward()
+    assert torch.isfinite(loss) and model.w.grad is not None
+    assert seen[0][1] is None and isinstance(seen[1][1], tuple)  # first pass without, second with an estimate
+    x_t = seen[1][0][0]
+    assert torch.equal(x_t[~mask[0]], x0[0][~mask[0]])  # unmasked elements are given clean
+    # The +100 error on the unmasked elements does not enter the loss.
+    assert loss.item() < 50
+    zeroed = (seen[1][1][1] == 0).all(dim=(1, 2))
+    assert 0 < zeroed.sum() < 8  # about half of the samples see zeros instead of their first estimate

@@ -45,8 +45,12 @@ class AbstractProcess(ABC):
         """A draw of the stationary law with batch shape `shape` (batch, *data_shape)."""
 
     @abstractmethod
-    def loss(self, prediction, x0, t: Time) -> torch.Tensor:
-        """The per-sample loss of an x0 prediction, shape (batch,)."""
+    def loss(self, prediction, x0, t: Time, *, x_t=None, mask=None) -> torch.Tensor:
+        """The per-sample loss of an x0 prediction, shape (batch,).
+
+        `x_t`, the noisy state the prediction was made from, is used by losses whose target depends on it (the
+        circle's); with a bool `mask` shaped like the state the mean runs over the diffused (True) elements.
+        """
 
     @abstractmethod
     def params(self) -> dict[str, float]:

@@ -142,6 +142,23 @@ def mean_over_batch_dims(v: torch.Tensor) -> torch.Tensor:
     return v.reshape(v.shape[0], -1).mean(1) if v.ndim > 1 else v
 
 
+def masked_mean(v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Per-sample mean of v (batch, ...) over the elements where mask is True (all when mask is None).
+
+    A mask with one trailing dim more than v (e.g. per quaternion component) is reduced by its first entry.
+    Samples without any diffused element get 0.
+    """
+    if mask is None:
+        return mean_over_batch_dims(v)
+    mask = torch.as_tensor(mask, device=v.device)
+    if mask.ndim == v.ndim + 1:
+        mask = mask[..., 0]
+    if mask.shape != v.shape:
+        raise ValueError(f"the loss mask must have shape {tuple(v.shape)}, got {tuple(mask.shape)}")
+    m = mask.to(v.dtype).reshape(v.shape[0], -1)
+    return (v.reshape(v.shape[0], -1) * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
 def check_rate(rate: float) -> float:
     r = float(rate)
     if not math.isfinite(r) or r <= 0:

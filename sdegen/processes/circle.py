@@ -29,7 +29,7 @@ from sdegen.processes._common import (
     check_float_state,
     check_rate,
     check_same_shape,
-    mean_over_batch_dims,
+    masked_mean,
     per_sample_time,
     rand,
     randn,
@@ -88,13 +88,35 @@ class _CircleBrownian(AbstractProcess):
         """Uniform angles on [−π, π) of shape (batch, *data_shape)."""
         return wrap(TWO_PI * rand(tuple(shape), generator, dtype, device) - math.pi)
 
-    def loss(self, prediction: torch.Tensor, x0: torch.Tensor, t: Time) -> torch.Tensor:
-        """2(1 − cos(prediction − x0)) averaged over the data dims (≈ squared angle error), shape (batch,).
+    def expected_displacement(self, x0: torch.Tensor, x_t: torch.Tensor, t: Time) -> torch.Tensor:
+        """E[D | x0, x_t], float64: the mean lifted displacement D = Y0 − Y_t from x_t to x0 on the real line.
 
-        Its minimiser is the circular mean direction of x0 given x_t.
+        Y_t = Y0 + √(rate·t)·z, so D = −(d + 2πk) with d = wrap(x_t − x0) and P(k | x0, x_t) ∝ φ(d + 2πk; rate·t).
+        """
+        tt = per_sample_time(t, x0.shape[0])
+        d = wrap(x_t.double().cpu() - x0.double().cpu())
+        var = (self.rate * view(tt, d)).expand_as(d)
+        big = num_windings(float(var.max()))
+        k = torch.arange(-big, big + 1, dtype=torch.float64)
+        u = d.unsqueeze(-1) + TWO_PI * k
+        w = torch.softmax(-0.5 * u * u / var.unsqueeze(-1), -1)
+        return -(w * u).sum(-1)
+
+    def loss(self, prediction: torch.Tensor, x0: torch.Tensor, t: Time, *, x_t=None, mask=None) -> torch.Tensor:
+        """The x0-prediction loss on the circle, averaged over the data dims, shape (batch,).
+
+        With x_t (what training passes): (wrap(prediction − x_t) − E[D | x0, x_t])², the squared error of the
+        predicted displacement from x_t against the expected lifted displacement (`expected_displacement`).
+        Its minimiser is x_t + E[Y0 − Y_t | x_t], the posterior mean in the tangent line at x_t: the point
+        prediction for which the bridge chain matches the reverse SDE as the steps shrink (a circular mean
+        does not; docs/processes.md). Without x_t: 2(1 − cos(prediction − x0)) (circular-mean minimiser).
         """
         check_same_shape(prediction, x0, "prediction and x0")
-        return mean_over_batch_dims(2 * (1 - torch.cos(prediction - x0)))
+        if x_t is None:
+            return masked_mean(2 * (1 - torch.cos(prediction - x0)), mask)
+        check_same_shape(x_t, x0, "x_t and x0")
+        target = self.expected_displacement(x0, x_t, t).to(dtype=prediction.dtype, device=prediction.device)
+        return masked_mean((wrap(prediction - x_t) - target) ** 2, mask)
 
     def _winding(self, d: torch.Tensor, var: torch.Tensor, generator: Generator) -> torch.Tensor:
         """Draw the winding k of the lifted end point d + 2πk, P(k) ∝ φ(d + 2πk; var); float64 like d."""

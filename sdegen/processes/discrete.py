@@ -28,6 +28,7 @@ from sdegen.processes._common import (
     Time,
     bridge_times,
     check_rate,
+    masked_mean,
     per_sample_time,
     rand,
 )
@@ -128,14 +129,14 @@ class _Discrete(AbstractProcess):
         """x_s from the mixture over the predicted x0 (module docstring); prediction: logits (*x_t.shape, K)."""
         return self._categorical(self.mixture_weights(prediction, x_t, s, t), generator).to(x_t.device)
 
-    def loss(self, prediction: torch.Tensor, x0: torch.Tensor, t: Time) -> torch.Tensor:
+    def loss(self, prediction: torch.Tensor, x0: torch.Tensor, t: Time, *, x_t=None, mask=None) -> torch.Tensor:
         """Cross-entropy of the logits (batch, *shape, K) against the clean classes x0, mean per sample."""
         if tuple(prediction.shape) != (*x0.shape, self.num_states):
             raise ValueError(f"logits must have shape {(*x0.shape, self.num_states)}, got {tuple(prediction.shape)}")
         ce = torch.nn.functional.cross_entropy(
             prediction.reshape(-1, self.num_states), x0.reshape(-1), reduction="none"
         )
-        return ce.reshape(x0.shape[0], -1).mean(1)
+        return masked_mean(ce.reshape(x0.shape), mask)
 
 
 class IndependentDiscrete(_Discrete):

@@ -27,7 +27,7 @@ from sdegen.processes._common import (
     check_float_state,
     check_rate,
     check_same_shape,
-    mean_over_batch_dims,
+    masked_mean,
     per_sample_time,
     randn,
     view,
@@ -91,10 +91,10 @@ class _LinearGaussian(AbstractProcess):
         mean, std = self.bridge_moments(x0, x_t, s, t)
         return mean + view(std, x_t) * randn(x_t.shape, generator, x_t.dtype, x_t.device)
 
-    def loss(self, prediction: torch.Tensor, x0: torch.Tensor, t: Time) -> torch.Tensor:
+    def loss(self, prediction: torch.Tensor, x0: torch.Tensor, t: Time, *, x_t=None, mask=None) -> torch.Tensor:
         """Mean squared error of the x0 prediction over the data dims, shape (batch,)."""
         check_same_shape(prediction, x0, "prediction and x0")
-        return mean_over_batch_dims((prediction - x0) ** 2)
+        return masked_mean((prediction - x0) ** 2, mask)
 
 
 class OrnsteinUhlenbeck(_LinearGaussian):

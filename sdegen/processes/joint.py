@@ -79,7 +79,12 @@ class Joint(AbstractProcess):
             p.sample_equilibrium(tuple(sh), generator=generator) for p, sh in zip(self.processes, shapes, strict=True)
         )
 
-    def loss(self, prediction, x0, t: Time) -> torch.Tensor:
-        """The sum of the component losses, shape (batch,)."""
-        pairs = zip(self.processes, self._split(prediction, "prediction"), self._split(x0, "x0"), strict=True)
-        return sum(p.loss(a, b, t) for p, a, b in pairs)
+    def loss(self, prediction, x0, t: Time, *, x_t=None, mask=None) -> torch.Tensor:
+        """The sum of the component losses, shape (batch,); x_t and mask: None or tuples (entries may be None)."""
+        n = len(self.processes)
+        masks = (None,) * n if mask is None else self._split(mask, "mask")
+        states = (None,) * n if x_t is None else self._split(x_t, "x_t")
+        parts = zip(
+            self.processes, self._split(prediction, "prediction"), self._split(x0, "x0"), states, masks, strict=True
+        )
+        return sum(p.loss(a, b, t, x_t=s, mask=m) for p, a, b, s, m in parts)

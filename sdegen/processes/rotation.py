@@ -10,10 +10,13 @@ with density (Nikolayev & Savyolova 1997; Leach et al. 2022)
     f(ω) = (1 − cos ω)/π · Σ_l (2l+1) e^{−l(l+1)ε²/2} sin((l+½)ω)/sin(ω/2)
          = (2 sin(ω/2)/π) · Σ_l (2l+1) e^{−l(l+1)ε²/2} sin((l+½)ω).
 
-The angle is drawn exactly by inverting its CDF, tabulated by the trapezoid rule on 2049 points of
-[0, min(π, 12ε)] (beyond 12ε the mass is below 1e-20), with l up to L where e^{−L(L+1)ε²/2} < 1e-14. For
-ε² < 1e-5 the series would need tens of thousands of terms; there the angle is drawn as the norm of
-N(0, ε²I₃) (the small-time limit log ΔR ≈ N(0, ε²I₃), relative density error O(ε²) < 1e-5).
+The angle is drawn exactly by inverting its CDF, tabulated by the trapezoid rule on 1025 points of
+[0, min(π, 12ε)] (beyond 12ε the mass is below 1e-20). The density is summed as written for ε² >= 1 and,
+for ε² < 1 where that series needs many terms, in its Poisson-summed form (exact, a handful of terms):
+
+    f(ω) = (2 sin(ω/2)/π)·e^{ε²/8}·√(2π)·ε^{−3}·Σ_k (−1)^k (ω − 2πk)·e^{−(ω − 2πk)²/(2ε²)},
+
+whose k = 0 term is the small-time limit |log ΔR| ~ |N(0, ε²I₃)|.
 
 Bridge (a documented approximation, not the exact SO(3) Brownian bridge): the geodesic interpolation
 R0·exp((s/t)·log(R0ᵀR_t)) times IGSO(3) noise with the Brownian-bridge variance ε² = rate·s(t − s)/t. It
@@ -35,15 +38,14 @@ from sdegen.processes._common import (
     check_float_state,
     check_rate,
     check_same_shape,
-    mean_over_batch_dims,
+    masked_mean,
     per_sample_time,
     rand,
     randn,
 )
 
 UNIT_TOLERANCE = 1e-4  # |‖q‖ − 1| allowed for input quaternions (float32 round-off is ~1e-7)
-_GRID = 2049
-_SMALL_VARIANCE = 1e-5
+_GRID = 1025
 
 
 def canonical(q: torch.Tensor) -> torch.Tensor:
@@ -175,63 +177,92 @@ def matrix_to_quaternion(m: torch.Tensor) -> torch.Tensor:
     return canonical(q)
 
 
-def igso3_angle_density(omega: torch.Tensor, variance: float) -> torch.Tensor:
-    """The IGSO(3)(ε² = variance) density of the rotation angle ω ∈ [0, π] (module docstring), float64."""
-    omega = torch.as_tensor(omega, dtype=torch.float64)
-    top = int(math.ceil(math.sqrt(2 * 14 * math.log(10) / variance))) + 2
+def _series_density(omega: torch.Tensor, variance) -> torch.Tensor:
+    """The l-series of the angle density, terms up to e^{−L(L+1)ε²/2} < 1e-14 (few terms for ε² >= 1).
+
+    omega (..., G) and variance a float or a tensor broadcasting against omega[..., :1].
+    """
+    var = torch.as_tensor(variance, dtype=torch.float64)
+    top = int(math.ceil(math.sqrt(2 * 14 * math.log(10) / var.min().item()))) + 2
     ell = torch.arange(top + 1, dtype=torch.float64)
-    weights = (2 * ell + 1) * torch.exp(-ell * (ell + 1) * variance / 2)
+    weights = (2 * ell + 1) * torch.exp(-ell * (ell + 1) * var.unsqueeze(-1) / 2)
     series = (weights * torch.sin((ell + 0.5) * omega.unsqueeze(-1))).sum(-1)
-    return (2 * torch.sin(omega / 2) / math.pi * series).clamp_min(0.0)
+    return 2 * torch.sin(omega / 2) / math.pi * series
 
 
-def _sample_angle(variance: float, count: int, u: torch.Tensor) -> torch.Tensor:
-    """Inverse-CDF draws of the IGSO(3) angle for uniforms u (count,), float64."""
+def _poisson_density(omega: torch.Tensor, variance) -> torch.Tensor:
+    """The same density after Poisson summation over l + ½ (few terms for ε² < 1):
+    f(ω) = (2 sin(ω/2)/π)·e^{ε²/8}·√(2π)·ε^{−3}·Σ_k (−1)^k (ω − 2πk) e^{−(ω − 2πk)²/(2ε²)}."""
+    var = torch.as_tensor(variance, dtype=torch.float64)
+    # For ε² < 1 and ω ∈ [0, π] the terms |k| >= 2 are below e^{−(3π)²/2} < 1e-19 relative: k ∈ {−1, 0, 1}.
+    big = 1 if var.max().item() < 1 else int(math.ceil(7 * math.sqrt(var.max().item()) / (2 * math.pi))) + 1
+    k = torch.arange(-big, big + 1, dtype=torch.float64)
+    u = omega.unsqueeze(-1) - 2 * math.pi * k
+    terms = (1 - 2 * (k.abs() % 2)) * u * torch.exp(-0.5 * u * u / var.unsqueeze(-1))
+    scale = torch.exp(var / 8) * math.sqrt(2 * math.pi) / var**1.5
+    return 2 * torch.sin(omega / 2) / math.pi * scale * terms.sum(-1)
+
+
+def igso3_angle_density(omega: torch.Tensor, variance: float) -> torch.Tensor:
+    """The IGSO(3)(ε² = variance) density of the rotation angle ω ∈ [0, π] (module docstring), float64.
+
+    Evaluated by the l-series for ε² >= 1 and by its Poisson-summed form for ε² < 1; both are exact up to
+    truncation below 1e-14 and agree where both converge (tested).
+    """
+    omega = torch.as_tensor(omega, dtype=torch.float64)
     if variance <= 0:
-        return torch.zeros(count, dtype=torch.float64)
-    top = min(math.pi, 12 * math.sqrt(variance))
-    grid = torch.linspace(0.0, top, _GRID, dtype=torch.float64)
-    dens = igso3_angle_density(grid, variance)
-    cdf = torch.cat((torch.zeros(1, dtype=torch.float64), torch.cumsum(0.5 * (dens[1:] + dens[:-1]), 0)))
-    cdf = cdf / cdf[-1]
+        raise ValueError(f"variance must be > 0, got {variance}")
+    dens = _series_density(omega, variance) if variance >= 1 else _poisson_density(omega, variance)
+    return dens.clamp_min(0.0)
+
+
+def _sample_angles(variance: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draws of the IGSO(3) angle for variances (n,) > 0 and uniforms (n,), float64.
+
+    One CDF is tabulated per distinct variance (trapezoid rule on 1025 points of [0, min(π, 12ε)]). The
+    tables are stacked into one sorted array by shifting table r by 2r, so a single searchsorted inverts all.
+    """
+    levels, row = torch.unique(variance, return_inverse=True)
+    top = torch.clamp(12 * levels.sqrt(), max=math.pi)
+    grid = torch.linspace(0.0, 1.0, _GRID, dtype=torch.float64) * top[:, None]  # (r, G)
+    dens = torch.empty_like(grid)
+    big = levels >= 1
+    if big.any():
+        dens[big] = _series_density(grid[big], levels[big, None])
+    if (~big).any():
+        dens[~big] = _poisson_density(grid[~big], levels[~big, None])
+    dens = dens.clamp_min(0.0)
+    cdf = torch.cat(
+        (torch.zeros(len(levels), 1, dtype=torch.float64), (0.5 * (dens[:, 1:] + dens[:, :-1])).cumsum(1)), 1
+    )
+    cdf = cdf / cdf[:, -1:]
+    shift = 2.0 * torch.arange(len(levels), dtype=torch.float64)
+    flat = (cdf + shift[:, None]).reshape(-1)
+    idx = torch.searchsorted(flat, u.clamp(0, 1) + shift[row]) - row * _GRID
+    idx = idx.clamp(1, _GRID - 1)
+    c0, c1 = cdf[row, idx - 1], cdf[row, idx]
+    g0, g1 = grid[row, idx - 1], grid[row, idx]
     # Linear interpolation of the inverse of the piecewise-linear CDF.
-    idx = torch.searchsorted(cdf, u.clamp(0, 1)).clamp(1, _GRID - 1)
-    c0, c1 = cdf[idx - 1], cdf[idx]
     frac = ((u - c0) / (c1 - c0).clamp_min(1e-300)).clamp(0, 1)
-    return grid[idx - 1] + frac * (grid[idx] - grid[idx - 1])
+    return g0 + frac * (g1 - g0)
 
 
 def sample_igso3(variance: torch.Tensor, generator: Generator = None) -> torch.Tensor:
     """Quaternions (batch, *shape, 4) of IGSO(3) draws with per-element variance ε² (batch, *shape), float64.
 
-    Per sample, the uniform for the angle is drawn first and the three normals for the axis second.
+    Per sample, the uniform for the angle is drawn first and the three normals for the axis second; a zero
+    variance gives the identity.
     """
     variance = variance.double()
     u = rand(variance.shape, generator, torch.float64)
     axis = randn((*variance.shape, 3), generator, torch.float64)
     axis = axis / axis.norm(dim=-1, keepdim=True).clamp_min(1e-300)
-    angle = torch.zeros_like(variance)
-    flat_var, flat_u, flat_angle = variance.reshape(-1), u.reshape(-1), angle.reshape(-1)
-    for value in torch.unique(flat_var).tolist():
-        sel = flat_var == value
-        if value < _SMALL_VARIANCE:
-            # Small-time limit: ω = |N(0, ε² I₃)|, by the chi-3 quantile of the same uniform.
-            flat_angle[sel] = math.sqrt(value) * _chi3_quantile(flat_u[sel]) if value > 0 else 0.0
-        else:
-            flat_angle[sel] = _sample_angle(value, int(sel.sum()), flat_u[sel])
+    flat_var, flat_u = variance.reshape(-1), u.reshape(-1)
+    flat_angle = torch.zeros_like(flat_var)
+    positive = flat_var > 0
+    if positive.any():
+        flat_angle[positive] = _sample_angles(flat_var[positive], flat_u[positive])
     return canonical(from_axis_angle(axis, flat_angle.reshape(variance.shape)))
-
-
-def _chi3_quantile(u: torch.Tensor) -> torch.Tensor:
-    """Quantiles of the chi distribution with 3 degrees of freedom (the norm of N(0, I₃)), float64."""
-    grid = torch.linspace(0.0, 12.0, 8193, dtype=torch.float64)
-    dens = math.sqrt(2 / math.pi) * grid**2 * torch.exp(-0.5 * grid**2)
-    cdf = torch.cat((torch.zeros(1, dtype=torch.float64), torch.cumsum(0.5 * (dens[1:] + dens[:-1]), 0)))
-    cdf = cdf / cdf[-1]
-    idx = torch.searchsorted(cdf, u.clamp(0, 1)).clamp(1, grid.numel() - 1)
-    c0, c1 = cdf[idx - 1], cdf[idx]
-    frac = ((u - c0) / (c1 - c0).clamp_min(1e-300)).clamp(0, 1)
-    return grid[idx - 1] + frac * (grid[idx] - grid[idx - 1])
 
 
 class RotationBrownian(AbstractProcess):
@@ -286,8 +317,8 @@ class RotationBrownian(AbstractProcess):
         q = randn((*tuple(shape), 4), generator, torch.float64)
         return canonical(q).to(dtype=dtype, device=device)
 
-    def loss(self, prediction: torch.Tensor, x0: torch.Tensor, t: Time) -> torch.Tensor:
+    def loss(self, prediction: torch.Tensor, x0: torch.Tensor, t: Time, *, x_t=None, mask=None) -> torch.Tensor:
         """1 − ⟨q̂, q0⟩² = sin²(ω/2) of the angle ω between the (normalised) prediction and x0, shape (batch,)."""
         check_same_shape(prediction, x0, "prediction and x0")
         q = prediction / prediction.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        return mean_over_batch_dims(1 - (q * x0).sum(-1) ** 2)
+        return masked_mean(1 - (q * x0).sum(-1) ** 2, mask)
