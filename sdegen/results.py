@@ -55,15 +55,17 @@ class ResultWriter:
         if set(columns) != set(self._columns) or len(lengths) != 1:
             raise ValueError(f"append needs equally long columns {sorted(self._columns)}, got {sorted(columns)}")
         try:
-            start = len(self._nc.dimensions[self.dim])
-            (n,) = lengths
-            self._nc[self.dim][start : start + n] = np.arange(start, start + n)
-            for name, values in columns.items():
-                self._nc[name][start : start + n] = np.atleast_1d(values)
-            self._nc.sync()
+            self._write_rows(columns, lengths.pop())
         except (OSError, RuntimeError) as err:
             e = explain_write_error(err, self.path)
             raise OSError(e.errno, f"{e.strerror}; the rows so far are in {self.partial}", e.filename) from err
+
+    def _write_rows(self, columns: dict, n: int) -> None:
+        start = len(self._nc.dimensions[self.dim])
+        self._nc[self.dim][start : start + n] = np.arange(start, start + n)
+        for name, values in columns.items():
+            self._nc[name][start : start + n] = np.atleast_1d(values)
+        self._nc.sync()
 
     def close(self, attrs: dict | None = None, complete: bool = False) -> Path:
         """Write final attributes and close; complete=True moves the file onto `path`. Returns the file."""
