@@ -27,7 +27,7 @@ from functools import cached_property
 from types import MappingProxyType
 
 from sdegen import grids
-from sdegen.samplers import ddpm, fast_ode, ode, pc, sde_solvers
+from sdegen.samplers import ddpm, fast_ode, fast_sde, ode, pc, sde_solvers
 
 # Arguments `sdegen.sample` supplies to a solver that declares them (not user options).
 RUN_ARGUMENTS = ("callback", "seed", "saved", "diagnostics")
@@ -119,6 +119,26 @@ SOLVERS: Mapping[str, SolverInfo] = MappingProxyType(
         ),
         "edm_heun": SolverInfo(
             fast_ode.edm_heun, family="fast_ode", stochastic=False, strong_order=2.0, weak_order=2.0, evals_per_step=2,
+            grid=grids.karras,
+        ),
+        "unipc": SolverInfo(
+            fast_ode.unipc, family="fast_ode", stochastic=False, strong_order=3.0, weak_order=3.0, evals_per_step=1,
+            grid=grids.by_schedule,
+        ),
+        # The stochastic fast solvers (`fast_sde`) share the fast-ODE family's data-prediction form. Their noise
+        # is drawn per step (no Brownian path shared across step counts), so no strong order; weak orders are
+        # those of the variance on the linear Gaussian case (2M and 3M SDE alike: the noise caps 3M at 2; EDM's
+        # once γ = s_churn/N is below its cap √2 − 1), tests/test_fast_solvers.py.
+        "dpmpp_2m_sde": SolverInfo(
+            fast_sde.dpmpp_2m_sde, family="fast_ode", stochastic=True, strong_order=None, weak_order=2.0,
+            evals_per_step=1, grid=grids.by_schedule,
+        ),
+        "dpmpp_3m_sde": SolverInfo(
+            fast_sde.dpmpp_3m_sde, family="fast_ode", stochastic=True, strong_order=None, weak_order=2.0,
+            evals_per_step=1, grid=grids.by_schedule,
+        ),
+        "edm_sde": SolverInfo(
+            fast_sde.edm_sde, family="fast_ode", stochastic=True, strong_order=None, weak_order=2.0, evals_per_step=2,
             grid=grids.karras,
         ),
     }
