@@ -3,11 +3,12 @@
 Every file sdegen writes (checkpoints, model files, the LeNet, trajectories, likelihood and study results,
 run metadata) goes through this module, with one rule each:
 
-* **Atomic replace.** A file is written to a temporary `.<name>.<pid>.<random>.tmp` beside the target,
-  flushed, fsync'ed, given the permissions of a new file (0o666 minus the umask) and moved into place with
+* **Atomic replace.** A file is written to a temporary `.<name>.<pid>.<random>.tmp<suffix>` beside the
+  target (it keeps the target's suffix, so that libraries choosing a format by it still do), flushed,
+  fsync'ed, given the permissions of a new file (0o666 minus the umask) and moved into place with
   `os.replace`; the directory is fsync'ed so the rename itself is durable. A killed writer leaves the target
   untouched; its temporary file (named after its process) is removed by the next writer of that target once
-  that process is gone.
+  that process is gone (temporaries of older versions, `.<name>.<random>.tmp`, once they are an hour old).
 * **Streams.** A file written record by record (`PartialFile`) lives as `<name>.partial` while it grows and
   is renamed onto `<name>` when the run completes; a failed or killed run leaves `<name>` untouched and the
   partial file readable. `<name>.lock` (an exclusive `flock`, holding the writer's pid) refuses a second
@@ -23,8 +24,10 @@ import errno
 import fcntl
 import io
 import os
+import re
 import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,15 +57,23 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _temporary(path: Path) -> Path:
+    return path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{path.suffix}"
+
+
 def clean_stale_temporaries(path: str | os.PathLike) -> list[Path]:
-    """Remove `.<name>.<pid>.*.tmp` files beside `path` left by writers that no longer run; returns them."""
+    """Remove temporaries of `path` left by killed writers (see the module docstring); returns them."""
     path = Path(path)
+    ours = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[0-9a-f]{{8}}\.tmp{re.escape(path.suffix)}")
+    legacy = re.compile(rf"\.{re.escape(path.name)}\.[A-Za-z0-9_]{{6,12}}\.tmp")  # mkstemp names, no pid
     removed = []
     with contextlib.suppress(OSError):
-        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-            parts = tmp.name[len(path.name) + 2 :].split(".")
-            if len(parts) == 3 and parts[0].isdigit() and not _pid_alive(int(parts[0])):
-                with contextlib.suppress(OSError):
+        for tmp in path.parent.glob(f".{path.name}.*.tmp*"):
+            mine = ours.fullmatch(tmp.name)
+            with contextlib.suppress(OSError):
+                if (mine and not _pid_alive(int(mine[1]))) or (
+                    not mine and legacy.fullmatch(tmp.name) and time.time() - tmp.stat().st_mtime > 3600
+                ):
                     tmp.unlink()
                     removed.append(tmp)
     return removed
@@ -99,7 +110,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     _check_not_dir(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(path)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    tmp = _temporary(path)
     try:
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)

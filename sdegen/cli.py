@@ -268,7 +268,8 @@ def cmd_plot(args) -> int:
 
     _io.check_output_file(args.out, "--out")
     ds = sdegen.open_trajectory(args.path)
-    plots.plot_kind(ds, args.kind, args.out)
+    with _io.atomic_path(args.out) as tmp:  # the temporary keeps the suffix that selects the format
+        plots.plot_kind(ds, args.kind, tmp)
     print(f"{args.kind} -> {args.out}")
     return 0
 

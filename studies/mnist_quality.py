@@ -25,6 +25,7 @@ import sdegen
 from sdegen.data import get_dataset, load_mnist
 from sdegen.metrics import class_spread, fld_reference, fld_score, predict_classes
 from sdegen.model import load_model
+from sdegen.results import save_text
 from sdegen.runtime import tune_allocator
 
 REFERENCE_SEEDS = range(5)  # reference draws per FLD; the spread over them is the FLD's sampling noise
@@ -92,7 +93,7 @@ def main() -> None:
         lines.append(f"| {name} | {nfe} | {sec:.0f} | {sc.mean():.2f} ± {sc.std():.2f} | {sc.mean() / yard.mean():.2f} "
                      f"| {spread.entropy:.3f} | {spread.max_min_ratio:.2f} | {agree:.3f} |")
     table = "\n".join(lines)
-    (out / "mnist_quality.md").write_text(table + "\n")
+    save_text(out / "mnist_quality.md", table + "\n")
     print(table)
 
 

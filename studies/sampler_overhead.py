@@ -46,7 +46,7 @@ import xarray as xr
 from torch import nn
 
 import sdegen
-from sdegen.trajectory import save_netcdf
+from sdegen.results import save_results, save_text
 
 # (label, solver, steps, options): step counts typical of each solver's use, NFE between 20 and 150 so that
 # per-run constants (prior draw, grid, Dataset assembly) are included but do not dominate.
@@ -181,14 +181,14 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sampler_overhead.md").write_text(table + "\n")
+    save_text(out / "sampler_overhead.md", table + "\n")
     columns = ["steps", "nfe", "seconds", "forward_seconds", "ratio", "in_run_ratio", "other_seconds_per_step"]
     results = xr.Dataset(
         {c: ("run", np.array([r[i + 1] for r in rows])) for i, c in enumerate(columns)},
         coords={"run": [r[0] for r in rows]},
         attrs={"net": name, "batch": args.batch, "threads": args.threads, "device": str(device), "sde": "vp"},
     )
-    save_netcdf(results, out / "sampler_overhead.nc")
+    save_results(results, out / "sampler_overhead.nc")
     print(f"\n-> {out / 'sampler_overhead.md'}, {out / 'sampler_overhead.nc'}")
 
 

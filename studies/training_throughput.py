@@ -38,6 +38,7 @@ import torch
 
 from sdegen.config import load_config, make_score_model
 from sdegen.data import get_dataset
+from sdegen.results import save_text
 from sdegen.runtime import tune_allocator
 from sdegen.score import alpha_sigma
 from sdegen.training import Trainer, train
@@ -177,7 +178,7 @@ def main():
     table = "\n".join(["| " + " | ".join(cols) + " |", "|---" * len(cols) + "|", *rows])
     print("\n" + table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(f"# Training throughput (target loop/bare >= 0.95)\n\n{table}\n")
+    save_text(args.out, f"# Training throughput (target loop/bare >= 0.95)\n\n{table}\n")
 
 
 if __name__ == "__main__":

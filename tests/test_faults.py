@@ -496,12 +496,16 @@ def test_stale_temporaries_of_dead_writers_are_cleaned(tmp_path):
     target = tmp_path / "checkpoint.pt"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = tmp_path / f".checkpoint.pt.{dead.pid}.deadbeef.tmp"
-    live = tmp_path / f".checkpoint.pt.{os.getpid()}.cafecafe.tmp"  # a writer still at work: kept
-    stale.write_bytes(b"x")
-    live.write_bytes(b"x")
+    stale = tmp_path / f".checkpoint.pt.{dead.pid}.deadbeef.tmp.pt"
+    live = tmp_path / f".checkpoint.pt.{os.getpid()}.cafecafe.tmp.pt"  # a writer still at work: kept
+    legacy_old = tmp_path / ".checkpoint.pt.k2j4h5g6.tmp"  # mkstemp names of older versions: no pid
+    legacy_new = tmp_path / ".checkpoint.pt.a1b2c3d4.tmp"
+    for p in (stale, live, legacy_old, legacy_new):
+        p.write_bytes(b"x")
+    os.utime(legacy_old, (time.time() - 7200, time.time() - 7200))
     sdegen.checkpoint.save_checkpoint(target, {"w": torch.ones(2)}, "{}")
-    assert not stale.exists() and live.exists()
+    assert not stale.exists() and not legacy_old.exists()
+    assert live.exists() and legacy_new.exists()  # perhaps still being written
 
 
 def test_random_bytes_are_not_a_checkpoint_and_no_advice_to_unpickle(tmp_path):
