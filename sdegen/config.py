@@ -152,6 +152,26 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class ProcessConfig:
+    # "" trains a score model (the sde/score/loss sections); a recipe name of sdegen.processes.recipes
+    # (circle_mixture, rotation_curve, mnist_label) trains its x0-predictor by bridge diffusion instead.
+    name: str = ""
+    rate: float = 1.0  # rate of the recipe's forward process (diffusion, jump or OU reversion rate)
+    t_min: float = 1e-3  # training times are log-uniform on [t_min, t_max], the bridge chain's grid
+    t_max: float = 15.0  # the chain's start; the forward law must be near equilibrium there
+    self_condition: bool = False  # feed the previous x0 estimate (50 % dropout in training)
+    width: int = 128  # hidden width of the recipe's network
+
+    def __post_init__(self):
+        if self.name:
+            from sdegen.processes.recipes import RECIPES  # late: the recipes import networks and data
+
+            _require(self.name in RECIPES, "process.name", f"unknown recipe {self.name!r}; known: {sorted(RECIPES)}")
+        _require(0 < self.t_min < self.t_max, "process.t_min/t_max", f"need 0 < t_min < t_max, got {self.t_min}")
+        _require(self.rate > 0 and self.width > 0, "process.rate/width", "must be > 0")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     sde: SDEConfig = field(default_factory=SDEConfig)
@@ -159,6 +179,7 @@ class TrainConfig:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    process: ProcessConfig = field(default_factory=ProcessConfig)  # bridge-diffusion recipe (off by default)
     ema_decay: float = 0.999  # EMA of the weights, the weights that are shipped; half-life ≈ 700 steps
     batch_size: int = 256  # global batch size (split across data-parallel ranks)
     steps: int = 40000  # optimizer steps in total (a resumed run continues up to this)

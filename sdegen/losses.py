@@ -42,6 +42,8 @@ whole global batch so that data-parallel runs match single-process ones).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
@@ -78,6 +80,17 @@ def likelihood_time(sde: AbstractSDE, u: torch.Tensor, t_min: float) -> torch.Te
 def uniform_time(sde: AbstractSDE, u: torch.Tensor, t_min: float) -> torch.Tensor:
     """t = t_min + (T − t_min)·u, float64."""
     return t_min + (sde.T - t_min) * u.double()
+
+
+# EDM's training noise levels (Karras et al. 2022, Table 1): ln σ̃ ~ N(P_mean, P_std²), σ̃ = sigma/alpha.
+EDM_P_MEAN, EDM_P_STD = -1.2, 1.2
+
+
+def lognormal_time(sde: AbstractSDE, u: torch.Tensor, t_min: float) -> torch.Tensor:
+    """Map uniforms u (batch,) to t with ln(sigma/alpha) ~ N(EDM_P_MEAN, EDM_P_STD²) by the inverse CDF, clamped to
+    [t_min, T] (float64); the SDE inverts ρ = ln(sigma/alpha) itself (`time_of_half_log_nsr`)."""
+    rho = EDM_P_MEAN + EDM_P_STD * math.sqrt(2.0) * torch.erfinv(2 * u.double() - 1)
+    return sde.time_of_half_log_nsr(rho).clamp(t_min, sde.T)
 
 
 def _draw(sde, x0, generator, t_min, u, noise, time_map):
@@ -118,12 +131,23 @@ def x0_mse_loss(model, sde, x0, *, generator=None, t_min=1e-5, labels=None, u=No
     return _sq_mean(model(xt, t, labels, output="x0") - x0)
 
 
-def v_mse_loss(model, sde, x0, *, generator=None, t_min=1e-5, labels=None, u=None, noise=None) -> torch.Tensor:
+def v_mse_loss(model, sde, x0, *, generator=None, t_min=1e-5, labels=None, u=None, noise=None, time_map=uniform_time):
     """‖v_θ(x_t, t) − v‖² with v = (alpha·σ_d·ε − (sigma/σ_d)·x0)/c, t ~ U[t_min, 1]. (batch,)."""
-    t, noise, xt, alpha, sigma = _draw(sde, x0, generator, t_min, u, noise, uniform_time)
+    t, noise, xt, alpha, sigma = _draw(sde, x0, generator, t_min, u, noise, time_map)
     sigma_data = _unwrap(model).parametrisation.sigma_data
     target = (alpha * sigma_data * noise - sigma / sigma_data * x0) / v_norm(alpha, sigma, sigma_data)
     return _sq_mean(model(xt, t, labels, output="v") - target)
+
+
+def edm_loss(model, sde, x0, *, generator=None, t_min=1e-5, labels=None, u=None, noise=None) -> torch.Tensor:
+    """EDM's loss (Karras et al. 2022, eq. 2 with λ(σ̃) = (σ̃² + σ_d²)/(σ̃·σ_d)² and ln σ̃ ~ N(−1.2, 1.2²)). (batch,).
+
+    In x/alpha the EDM-weighted x0 error λ·‖x0_θ − x0‖² equals the v error ‖v_θ − v‖² (both are the error of
+    the network output F of EDM's preconditioning), so this is `v_mse_loss` with log-normal noise levels,
+    which put the training effort at the noise levels that decide image quality (σ̃ ≈ 0.1–1).
+    """
+    return v_mse_loss(model, sde, x0, generator=generator, t_min=t_min, labels=labels, u=u, noise=noise,
+                      time_map=lognormal_time)  # fmt: skip
 
 
 def likelihood_loss(model, sde, x0, *, generator=None, t_min=1e-5, labels=None, u=None, noise=None) -> torch.Tensor:
@@ -144,5 +168,6 @@ LOSSES = {
     "eps_mse": eps_mse_loss,
     "x0_mse": x0_mse_loss,
     "v_mse": v_mse_loss,
+    "edm": edm_loss,
     "likelihood": likelihood_loss,
 }

@@ -13,8 +13,12 @@ the same object serves both kinds of torchsde solver (`sde_type`).
 
 Both wrappers take the score as given: it is a `sdegen.score_guard.GuardedScore` (output check, time
 guard, NFE count), made once by the entry point (`AbstractSDE.reverse` / `probability_flow`, or the run
-that calls them). Each also answers `drift_and_score` / `velocity_and_score`, so that an adapter can read
-Tweedie's E[x0 | x_t] from the evaluation the library made anyway.
+that calls them). They are also where a sampler meets the library that owns the loop, so each keeps the
+score of the first evaluation after `restart()` (`first_score`): every torchsde and torchdiffeq method
+evaluates first at the start of a call, so that score gives Tweedie's E[x0 | x_t] of the start state at no
+extra cost. `ReverseSDE` also answers torchsde's shape-check call after `restart()` with zeros and reuses the
+drift of a repeated (s, y) (the SRK tableau re-evaluates stages); `ProbabilityFlowODE` counts the times a
+solver asked for outside [t_min, T] (`clamped`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from sdegen._checks import batch_view
 # fixed-grid ones.
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 FIXED_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams")
+_MEMO_SIZE = 4  # drifts remembered by ReverseSDE: enough for the stages of one torchsde step
+_CLAMP_SLACK = 1e-9  # times this close to [t_min, T] are not counted as clamped
+
 
 class ReverseSDE(torch.nn.Module):
     """Reverse-time SDE as a torchsde SDE in flipped time s = T − t on (batch, d) state.
@@ -49,6 +56,14 @@ class ReverseSDE(torch.nn.Module):
         self.forward_sde = sde
         self.score = score
         self.data_shape = None if data_shape is None else tuple(data_shape)
+        self.first_score: torch.Tensor | None = None
+        self._memo: list[tuple[float, torch.Tensor, torch.Tensor]] = []
+        self._check_pending = False
+
+    def restart(self) -> None:
+        """Before a `torchsde.sdeint` call: answer its shape check with zeros, forget `first_score`."""
+        self._check_pending = True
+        self.first_score = None
 
     @property
     def nfe(self) -> int:
@@ -74,7 +89,18 @@ class ReverseSDE(torch.nn.Module):
 
     def f(self, s, y: torch.Tensor) -> torch.Tensor:
         """Drift in s: g(t)²·score(x, t) − f(t)·x with t = T − s; shape (batch, d)."""
-        return self.drift_and_score(s, y)[0]
+        if self._check_pending:  # `sdeint` calls f once only to check the output shape (check_contract)
+            self._check_pending = False
+            return torch.zeros_like(y)
+        key = float(s)
+        for ks, ky, drift in self._memo:
+            if ks == key and (ky is y or torch.equal(ky, y)):
+                return drift
+        drift, score = self.drift_and_score(s, y)
+        if self.first_score is None:
+            self.first_score = score
+        self._memo = [*self._memo[-(_MEMO_SIZE - 1) :], (key, y, drift)]
+        return drift
 
     def g(self, s, y: torch.Tensor) -> torch.Tensor:
         """Diagonal diffusion g(T − s), broadcast to (batch, d)."""
@@ -123,6 +149,12 @@ class ProbabilityFlowODE(torch.nn.Module):
         self.forward_sde = sde
         self.t_min = float(t_min)
         self.score = score
+        self.first_score: torch.Tensor | None = None
+        self.clamped = 0
+
+    def restart(self) -> None:
+        """Before an `odeint` call: forget `first_score`."""
+        self.first_score = None
 
     @property
     def nfe(self) -> int:
@@ -145,4 +177,10 @@ class ProbabilityFlowODE(torch.nn.Module):
         return tt.expand(x.shape[0])
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return self.velocity(self.clamped_time(t, x), x)
+        tf = float(t)
+        if tf < self.t_min - _CLAMP_SLACK or tf > self.forward_sde.T + _CLAMP_SLACK:
+            self.clamped += 1
+        v, score = self.velocity_and_score(self.clamped_time(t, x), x)
+        if self.first_score is None:
+            self.first_score = score
+        return v

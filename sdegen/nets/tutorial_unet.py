@@ -7,6 +7,10 @@ the parametrisation's noise feature (the tutorial's final division by the margin
 "score" parametrisation's output scaling in `sdegen.score`), an optional class embedding with a null
 label, and the transposed convolutions take their output size from the skip connection, so any image
 of at least 20×20 pixels works (28×28 reproduces the tutorial's shapes exactly).
+
+`padding=1` pads every convolution (resolutions 28 → 28 → 14 → 7 → 4 for MNIST): every output pixel then
+sees the same receptive field. The tutorial's unpadded first convolution leaves the border pixels to the
+last transposed convolution alone, and its samples carry artefacts in rows/columns 0 and 25–27.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ class TutorialUNet(nn.Module):
         fourier_scale: std of the random Fourier frequencies of the time feature.
         extra_in_channels: channels concatenated to x at the input and not predicted (the input Fourier
             features of `sdegen.score`); the net takes in_channels + extra_in_channels and returns in_channels.
+        padding: 0 (the tutorial) or 1 (padded convolutions, see the module docstring).
     """
 
     def __init__(
@@ -38,33 +43,37 @@ class TutorialUNet(nn.Module):
         num_classes: int | None = None,
         fourier_scale: float = 16.0,
         extra_in_channels: int = 0,
+        padding: int = 0,
     ):
         super().__init__()
         if len(channels) != 4:
             raise ValueError(f"TutorialUNet needs 4 channel widths, got {channels}")
+        if padding not in (0, 1):
+            raise ValueError(f"padding must be 0 or 1, got {padding!r}")
+        p = padding
         c0, c1, c2, c3 = channels
         self.num_classes = num_classes
         self.embed = Conditioning(
             embed_dim, fourier_dim=embed_dim, fourier_scale=fourier_scale, num_classes=num_classes, hidden_layer=False
         )
-        # Encoder: resolution 28 → 26 → 12 → 5 → 2 for MNIST.
+        # Encoder: resolution 28 → 26 → 12 → 5 → 2 for MNIST (padding 1: 28 → 28 → 14 → 7 → 4).
         self.conv = nn.ModuleList(
             [
-                nn.Conv2d(in_channels + extra_in_channels, c0, 3, stride=1, bias=False),
-                nn.Conv2d(c0, c1, 3, stride=2, bias=False),
-                nn.Conv2d(c1, c2, 3, stride=2, bias=False),
-                nn.Conv2d(c2, c3, 3, stride=2, bias=False),
+                nn.Conv2d(in_channels + extra_in_channels, c0, 3, stride=1, padding=p, bias=False),
+                nn.Conv2d(c0, c1, 3, stride=2, padding=p, bias=False),
+                nn.Conv2d(c1, c2, 3, stride=2, padding=p, bias=False),
+                nn.Conv2d(c2, c3, 3, stride=2, padding=p, bias=False),
             ]
         )
         # Decoder; inputs after the first are concatenated with the encoder skip of the same size.
         self.tconv = nn.ModuleList(
             [
-                nn.ConvTranspose2d(c3, c2, 3, stride=2, bias=False),
-                nn.ConvTranspose2d(2 * c2, c1, 3, stride=2, bias=False),
-                nn.ConvTranspose2d(2 * c1, c0, 3, stride=2, bias=False),
+                nn.ConvTranspose2d(c3, c2, 3, stride=2, padding=p, bias=False),
+                nn.ConvTranspose2d(2 * c2, c1, 3, stride=2, padding=p, bias=False),
+                nn.ConvTranspose2d(2 * c1, c0, 3, stride=2, padding=p, bias=False),
             ]
         )
-        self.final = nn.ConvTranspose2d(2 * c0, in_channels, 3, stride=1)
+        self.final = nn.ConvTranspose2d(2 * c0, in_channels, 3, stride=1, padding=p)
         widths = [c0, c1, c2, c3, c2, c1, c0]
         self.dense = nn.ModuleList([nn.Linear(embed_dim, w) for w in widths])
         # The tutorial uses 4 groups at the first level and 32 elsewhere.

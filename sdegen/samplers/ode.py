@@ -11,10 +11,10 @@ ends. `step_t = [t_min]` makes the last step land on t_min (torchdiffeq otherwis
 interpolates back, evaluating the score below t_min), and an explicit `first_step` (0.5% of T − t_min)
 replaces torchdiffeq's initial-step heuristic, which probes f at an unbounded distance.
 
-`_Flow` is the one adapter between torchdiffeq and the PF ODE: every torchdiffeq method evaluates the
-function first at the start of an `odeint` call, so the score of that evaluation gives Tweedie's x0_hat
-of the start state; and any time torchdiffeq asks for outside [t_min, T] (clamped by
-`ProbabilityFlowODE`) is counted in the attribute `clamped_evals`.
+torchdiffeq integrates `ProbabilityFlowODE` directly: every torchdiffeq method evaluates the function first
+at the start of an `odeint` call, and the flow keeps the score of that evaluation (`first_score`), which
+gives Tweedie's x0_hat of the start state; any time torchdiffeq asks for outside [t_min, T] (clamped by
+the flow) is counted in the attribute `clamped_evals`.
 Shared solver signature as in `fast_ode`, plus `saved` (the saved grid indices) and `diagnostics`.
 """
 
@@ -28,32 +28,7 @@ from sdegen.grids import coefficients, uniform
 from sdegen.reverse import ADAPTIVE_METHODS, FIXED_METHODS
 from sdegen.score import tweedie
 
-_SLACK = 1e-9
 FIRST_STEP = 0.005  # adaptive methods start with a step of this fraction of T − t_min
-
-
-class _Flow(torch.nn.Module):
-    """torchdiffeq's view of the PF ODE: keeps the score of the first evaluation after `restart()` and
-    counts evaluations requested outside [t_min, T]."""
-
-    def __init__(self, flow):
-        super().__init__()
-        self.flow = flow
-        self.t_min, self.T = flow.t_min, flow.forward_sde.T
-        self.outside = 0
-        self.first_score: torch.Tensor | None = None
-
-    def restart(self) -> None:
-        self.first_score = None
-
-    def forward(self, t, x):
-        tf = float(t)
-        if tf < self.t_min - _SLACK or tf > self.T + _SLACK:
-            self.outside += 1
-        v, score = self.flow.velocity_and_score(self.flow.clamped_time(t, x), x)
-        if self.first_score is None:
-            self.first_score = score
-        return v
 
 
 def ode_grid(sde, steps: int, t_min: float, *, step_size: float | None = None) -> torch.Tensor:
@@ -78,7 +53,7 @@ def ode(sde, score, x, ts, *, callback, saved, diagnostics, method: str = "dopri
     check_method(method)
     rtol, atol = check_positive(rtol, "rtol"), check_positive(atol, "atol")
     alpha, sigma = coefficients(sde, ts)
-    flow = _Flow(sde.probability_flow(score, t_min=float(ts[-1])))
+    flow = sde.probability_flow(score, t_min=float(ts[-1]))
     if method in ADAPTIVE_METHODS:
         opts = {"step_t": ts[-1:], "first_step": FIRST_STEP * float(ts[0] - ts[-1])}
         path = odeint(flow, x, ts[list(saved)], method=method, rtol=rtol, atol=atol, options=opts)
@@ -92,5 +67,5 @@ def ode(sde, score, x, ts, *, callback, saved, diagnostics, method: str = "dopri
             x_next = odeint(flow, x, ts[a : b + 1], method=method)[-1]
             callback(a, x, tweedie(x, flow.first_score, alpha[a], sigma[a]))
             x = x_next
-    diagnostics["clamped_evals"] = flow.outside
+    diagnostics["clamped_evals"] = flow.clamped
     return x

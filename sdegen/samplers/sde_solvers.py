@@ -8,12 +8,11 @@ torchsde's for additive noise.
 
 Fixed steps: one `sdeint` call per grid step (ts = [s_k, s_{k+1}], dt hint 2h so torchsde takes exactly
 one step; a single call over the whole grid would insert sliver steps where accumulated float time misses
-a grid point). `_Adapter` is the one layer between torchsde and `ReverseSDE`: torchsde evaluates the drift
-once per call to check shapes and the SRK tableau re-evaluates stages, so the adapter answers the first
-with zeros and returns a stored drift for a repeated (s, y) — neither costs a score evaluation — and it
-keeps the score of the first real evaluation of each call. Every torchsde method evaluates the drift first
-at the start (s_k, y_k) of its step, except reversible Heun, which carries its own second state and does
-so only when that state is (re)initialised; so that score gives Tweedie's x0_hat of y_k.
+a grid point). torchsde integrates `ReverseSDE` directly: after `restart()` it answers torchsde's shape
+check with zeros and reuses the drift of a repeated (s, y) (SRK), so neither costs a score evaluation, and
+it keeps the score of the first real evaluation of each call. Every torchsde method evaluates the drift
+first at the start (s_k, y_k) of its step, except reversible Heun, which carries its own second state and
+does so only when that state is (re)initialised; so that score gives Tweedie's x0_hat of y_k.
 The Brownian motion (`brownian=`):
 * "grid" (default for fixed steps): `GridBrownian`, per-sample streams, so sample i is the same whatever
   the batch size; it answers grid-interval queries only.
@@ -48,45 +47,6 @@ BROWNIAN_KINDS = ("grid", "interval", "tree")
 # steps; 10 removes the bias on the VE and VP mixture tests at 200 steps. `resync_every=0` is torchsde's
 # reversible Heun unchanged (algebraically reversible, as its adjoint needs). Adaptive runs never resync.
 RESYNC_EVERY = 10
-
-
-class _Adapter(torch.nn.Module):
-    """torchsde's view of a `ReverseSDE`: free shape check, drift memo, score of the first evaluation.
-
-    `sdeint` first calls f once only to check its output shape (`check_contract`); after `start()` that
-    call is answered with zeros of the right shape instead of a score evaluation. A repeated (time, state)
-    pair reuses its drift. `first_score` is the score of the first real evaluation since `start()`.
-    """
-
-    def __init__(self, reverse_sde, size: int = 4):
-        super().__init__()
-        self.inner = reverse_sde
-        self.noise_type, self.sde_type = reverse_sde.noise_type, reverse_sde.sde_type
-        self._cache: list[tuple[float, torch.Tensor, torch.Tensor]] = []
-        self._size = size
-        self._check_pending = False
-        self.first_score: torch.Tensor | None = None
-
-    def start(self) -> None:
-        self._check_pending = True
-        self.first_score = None
-
-    def f(self, s, y):
-        if self._check_pending:
-            self._check_pending = False
-            return torch.zeros_like(y)
-        key = float(s)
-        for ks, ky, out in self._cache:
-            if ks == key and (ky is y or torch.equal(ky, y)):
-                return out
-        out, score = self.inner.drift_and_score(s, y)
-        if self.first_score is None:
-            self.first_score = score
-        self._cache = [*self._cache[-(self._size - 1) :], (key, y, out)]
-        return out
-
-    def g(self, s, y):
-        return self.inner.g(s, y)
 
 
 def _brownian(kind: str, seed: int, s_grid: list[float], y: torch.Tensor):
@@ -124,7 +84,7 @@ def _sdeint(sde, score, x, ts, callback, seed, saved, method, sde_type, *, adapt
     dt_min = check_positive(dt_min, "dt_min")
     alpha, sigma = coefficients(sde, ts)
     t_min = float(ts[-1])
-    rev = _Adapter(sde.reverse(score, data_shape=x.shape[1:], sde_type=sde_type, t_min=t_min))
+    rev = sde.reverse(score, data_shape=x.shape[1:], sde_type=sde_type, t_min=t_min)
     s_grid = (sde.T - ts).tolist()  # flipped time s = T − t, increasing
     s_grid[0] = 0.0
     s_ts = torch.tensor(s_grid, dtype=torch.float64)
@@ -143,7 +103,7 @@ def _sdeint(sde, score, x, ts, callback, seed, saved, method, sde_type, *, adapt
                 extra = None  # torchsde re-initialises its solver state from y at s_k (one evaluation)
             at_start = method != "reversible_heun" or extra is None
             h = s_grid[k + 1] - s_grid[k]
-            rev.start()
+            rev.restart()
             ys, extra = torchsde.sdeint(
                 rev, y, s_ts[k : k + 2], bm=bm, method=method, dt=2 * h, options=method_options,
                 extra=True, extra_solver_state=extra,
@@ -153,7 +113,7 @@ def _sdeint(sde, score, x, ts, callback, seed, saved, method, sde_type, *, adapt
         return y.reshape(x.shape)
     for a, b in zip(saved[:-1], saved[1:], strict=True):
         at_start = method != "reversible_heun" or extra is None
-        rev.start()
+        rev.restart()
         with warnings.catch_warnings():
             # torchsde warns about adaptive Euler with "non-additive" noise because the SDE declares diagonal
             # noise (the only cheap layout); g here depends on t only, so the noise is additive.

@@ -28,12 +28,17 @@ def image_gaussian():
     return analytic.GaussianMixture([1.0], mean[None], [0.3])
 
 
+# The solvers the reference was written for (solvers added later get their own tests).
+PINNED = ("euler", "milstein", "srk", "heun", "midpoint", "reversible_heun", "pc", "ode", "ancestral", "ddim",
+          "dpmpp_2m", "edm_heun")  # fmt: skip
+
+
 # (case name, sde, dist, shape, solver, steps, options)
 def cases():
     vp, ve = sdegen.VPSDE(), sdegen.VESDE(sigma_min=0.01, sigma_max=5.0)
     mix, img = mixture(), image_gaussian()
     out = []
-    for solver in sdegen.solvers():
+    for solver in PINNED:
         out.append((f"{solver}-vp-mix", vp, mix, (6, 2), solver, 12, {}))
         out.append((f"{solver}-vp-img", vp, img, (3, 1, 3, 3), solver, 8, {}))
         if solver not in ("ancestral", "ddim"):
