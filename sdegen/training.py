@@ -352,13 +352,22 @@ def train(config: TrainConfig, *, resume: bool = True, progress: bool = True, fo
             _check_run_dir(out, resume=resume, force=force)
         started_group = init_process_group(info, resolve_device(config.device, info))
         try:
-            return _run(Trainer(config, dist_info=info), resume=resume, progress=progress)
+            return _run(_make_trainer(config, info), resume=resume, progress=progress)
         finally:
             if started_group:
                 dist.destroy_process_group()
     finally:
         if lock is not None:
             lock.release()
+
+
+def _make_trainer(config: TrainConfig, info: DistInfo) -> Trainer:
+    """The score trainer, or for a config with `process.name` the bridge-recipe trainer (sdegen.processes)."""
+    if config.process.name:
+        from sdegen.processes.trainer import BridgeTrainer  # late: it subclasses Trainer
+
+        return BridgeTrainer(config, dist_info=info)
+    return Trainer(config, dist_info=info)
 
 
 def _check_run_dir(out: Path, *, resume: bool, force: bool) -> None:

@@ -17,7 +17,8 @@ grid from T down to t_min = 1e-3, with
   real-line lift of the path (the minimiser of the circle's training loss), in closed form: for component
   k and winding n, x_t + 2πn − m_k ~ N(0, s_k² + t) and the lifted x0 given (x_t, k, n) is Gaussian;
 * for contrast, the exact circular mean arg E[e^{i·x0} | x_t] (the minimiser of 2(1 − cos(x0_hat − x0)));
-* an MLP trained on the circle's loss (x0-prediction, log-uniform t) through `sdegen.processes.training`.
+* an MLP (`sdegen.processes.nets.CircleMLP`, x0_hat = wrap(x_t + δ)) trained on the circle's loss
+  (x0-prediction, log-uniform t) through `sdegen.processes.training`.
 
 A point prediction plugged into the bridge is exact only for point-mass posteriors. For a multimodal
 posterior the chain with the tangent mean is a discretisation of the reverse SDE (its drift at small steps
@@ -44,12 +45,14 @@ import xarray as xr  # noqa: E402
 
 from sdegen import processes as P  # noqa: E402
 from sdegen.processes.circle import wrapped_normal_density  # noqa: E402
+from sdegen.processes.nets import CircleMLP  # noqa: E402
+from sdegen.processes.recipes import CIRCLE_MEANS, CIRCLE_SDS, CIRCLE_WEIGHTS, circle_mixture  # noqa: E402
 from sdegen.processes.training import x0_prediction_loss  # noqa: E402
 from sdegen.trajectory import save_netcdf  # noqa: E402
 
-WEIGHTS = torch.tensor([1 / 8, 1 / 8, 1 / 4, 1 / 2], dtype=torch.float64)
-MEANS = torch.tensor([9 * math.pi / 10, math.pi, math.pi / 2, 0.0], dtype=torch.float64)
-SDS = torch.tensor([0.5, 0.2, 0.05, 1.0], dtype=torch.float64)
+WEIGHTS = torch.tensor(CIRCLE_WEIGHTS, dtype=torch.float64)
+MEANS = torch.tensor(CIRCLE_MEANS, dtype=torch.float64)
+SDS = torch.tensor(CIRCLE_SDS, dtype=torch.float64)
 RATE, T, T_MIN = 1.0, 15.0, 1e-3
 NUM_SAMPLES = 20_000  # s.e. of the Kuiper statistic ~ 1/√n ≈ 0.007
 STEPS = (50, 200, 800)  # grid sizes for the exact predictor (convergence in the step count)
@@ -57,13 +60,7 @@ TRAIN_STEPS, BATCH, LR = 4000, 512, 2e-3  # ~2 min on one core
 OUT = Path("docs")
 
 
-def wrap(x):
-    return torch.remainder(x + math.pi, 2 * math.pi) - math.pi
-
-
-def sample_target(n: int, generator: torch.Generator) -> torch.Tensor:
-    k = torch.multinomial(WEIGHTS, n, replacement=True, generator=generator)
-    return wrap(MEANS[k] + SDS[k] * torch.randn(n, generator=generator, dtype=torch.float64))
+sample_target = circle_mixture  # the `circle_mixture` recipe's target
 
 
 def target_density(theta: torch.Tensor) -> torch.Tensor:
@@ -93,25 +90,6 @@ def circular_mean_predictor(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     w, post_mean, post_var, _ = _posterior(x, t)
     phase = (w * torch.exp(-0.5 * post_var) * torch.exp(1j * post_mean)).sum((1, 2))
     return torch.angle(phase).to(x.dtype)
-
-
-class CircleMLP(torch.nn.Module):
-    """x0_hat(x_t, t) = wrap(x_t + δ), δ an MLP of (cos x_t, sin x_t, Fourier features of log t)."""
-
-    def __init__(self, width: int = 128):
-        super().__init__()
-        self.freqs = torch.arange(1, 9, dtype=torch.float32) * 0.5
-        self.net = torch.nn.Sequential(
-            torch.nn.Linear(2 + 16, width), torch.nn.SiLU(),
-            torch.nn.Linear(width, width), torch.nn.SiLU(),
-            torch.nn.Linear(width, width), torch.nn.SiLU(),
-            torch.nn.Linear(width, 1),
-        )  # fmt: skip
-
-    def forward(self, x, t):
-        c = torch.log(t.float())[:, None] * self.freqs
-        h = torch.cat((torch.cos(x)[:, None], torch.sin(x)[:, None], torch.cos(c), torch.sin(c)), 1).float()
-        return P.wrap(x + self.net(h)[:, 0].to(x.dtype))
 
 
 def train(process, generator: torch.Generator) -> CircleMLP:

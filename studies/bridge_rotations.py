@@ -12,7 +12,8 @@ Target: R(u) = rotation by the angle 1.2 + 0.8·sin(2πu) about the axis (cos 2�
 uniform on [0, 1): a closed 1-D curve in SO(3). Forward process: `RotationBrownian(rate=1)` to T = 8 (the
 slowest character of SO(3) has decayed to e^{−T} = 3e-4, so x_T is drawn from the Haar law). Reverse:
 `sample_backward` on a 200-step log grid down to t_min = 1e-3 with an MLP x0-predictor (input: the rotation
-matrix of x_t, sign-free, and Fourier features of log t; output: a quaternion, normalised) trained on the
+matrix of x_t, sign-free, and Fourier features of log t; output: a quaternion, normalised;
+`sdegen.processes.nets.RotationMLP`, the `rotation_curve` recipe's network) trained on the
 process loss 1 − ⟨q̂, q0⟩² with log-uniform times (`sdegen.processes.training`).
 
 Judged by the geodesic distance (rotation angle of R⁻¹R') from each sample to the nearest point of the curve
@@ -22,7 +23,6 @@ targets (0 up to the tabulation). The bridge is the documented geodesic approxim
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -35,7 +35,9 @@ import torch  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from sdegen import processes as P  # noqa: E402
-from sdegen.processes import rotation  # noqa: E402
+from sdegen.processes.nets import RotationMLP  # noqa: E402
+from sdegen.processes.recipes import rotation_curve as curve  # noqa: E402
+from sdegen.processes.recipes import rotation_curve_samples as sample_target  # noqa: E402
 from sdegen.processes.training import x0_prediction_loss  # noqa: E402
 from sdegen.trajectory import save_netcdf  # noqa: E402
 
@@ -43,38 +45,6 @@ RATE, T, T_MIN = 1.0, 8.0, 1e-3
 NUM_SAMPLES, STEPS = 2000, 200
 TRAIN_STEPS, BATCH, LR = 2500, 256, 2e-3  # ~6 min on one core
 OUT = Path("docs")
-
-
-def curve(u: torch.Tensor) -> torch.Tensor:
-    """Quaternions (n, 4) of the target curve at parameters u (n,)."""
-    phi = 2 * math.pi * u.double()
-    axis = torch.stack((torch.cos(phi), torch.sin(phi), torch.full_like(phi, 0.5)), -1)
-    axis = axis / axis.norm(dim=-1, keepdim=True)
-    return rotation.canonical(rotation.from_axis_angle(axis, 1.2 + 0.8 * torch.sin(phi)))
-
-
-def sample_target(n: int, generator: torch.Generator) -> torch.Tensor:
-    return curve(torch.rand(n, generator=generator, dtype=torch.float64))
-
-
-class RotationMLP(torch.nn.Module):
-    """x0_hat(x_t, t): rotation matrix entries (sign-free) + Fourier features of log t → unit quaternion."""
-
-    def __init__(self, width: int = 256):
-        super().__init__()
-        self.freqs = torch.arange(1, 9, dtype=torch.float32) * 0.5
-        self.net = torch.nn.Sequential(
-            torch.nn.Linear(9 + 16, width), torch.nn.SiLU(),
-            torch.nn.Linear(width, width), torch.nn.SiLU(),
-            torch.nn.Linear(width, width), torch.nn.SiLU(),
-            torch.nn.Linear(width, 4),
-        )  # fmt: skip
-
-    def forward(self, q, t):
-        c = torch.log(t.float())[:, None] * self.freqs
-        m = P.quaternion_to_matrix(q.float()).reshape(-1, 9)
-        v = self.net(torch.cat((m, torch.cos(c), torch.sin(c)), 1))
-        return rotation.canonical(v).to(q.dtype)
 
 
 def train(process, generator: torch.Generator) -> RotationMLP:
