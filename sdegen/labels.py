@@ -10,7 +10,8 @@ ancestral: draw y from the training class frequencies, then x | y ("drawn", the 
   entry i mod len (so "0,1,2" cycles); a (num,) integer tensor or array: taken as it is.
 
 Random specs are per sample: y_i depends on (seed, i) only, so a run's labels do not depend on its batch
-size, and the same seed gives the same labels.
+size, and the same seed gives the same labels. A process of a split run that holds the global samples
+start..start + num − 1 passes `offset=start` and gets exactly those samples' labels.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ SPECS = ("drawn", "random", "balanced", "none")
 _LABELS = 4  # stream id for label draws (sdegen.samplers._noise uses 1–3)
 
 
-def resolve_labels(spec, num: int, num_classes: int, *, class_frequencies=None, seed: int = 0) -> torch.Tensor:
+def resolve_labels(
+    spec, num: int, num_classes: int, *, class_frequencies=None, seed: int = 0, offset: int = 0
+) -> torch.Tensor:
     """One label per sample for `spec` (module docstring), as a (num,) long tensor in [0, num_classes].
 
     Args:
@@ -35,6 +38,8 @@ def resolve_labels(spec, num: int, num_classes: int, *, class_frequencies=None, 
         num_classes: K, the classes of the model (label K is the null label).
         class_frequencies: (K,) non-negative weights for "drawn".
         seed: for "drawn" and "random".
+        offset: the global index of sample 0 (a block of a run split over processes): labels of samples
+            offset..offset + num − 1 of the global run, for every spec.
 
     Raises:
         ValueError: an unknown spec, a label outside [0, K] (K only through "none" or an explicit K), a
@@ -44,9 +49,9 @@ def resolve_labels(spec, num: int, num_classes: int, *, class_frequencies=None, 
         text = spec.strip().lower()
         if text in ("drawn", "random"):
             weights = _frequencies(class_frequencies, num_classes) if text == "drawn" else torch.ones(num_classes)
-            return _draw(weights.double(), num, seed)
+            return _draw(weights.double(), num, seed, offset)
         if text == "balanced":
-            return torch.arange(num) % num_classes
+            return torch.arange(offset, offset + num) % num_classes
         if text == "none":
             return torch.full((num,), num_classes, dtype=torch.long)
         try:
@@ -68,7 +73,7 @@ def resolve_labels(spec, num: int, num_classes: int, *, class_frequencies=None, 
             raise ValueError(f"labels must be {num} integers, got shape {tuple(labels.shape)} dtype {labels.dtype}")
         labels = labels.long()
     elif isinstance(spec, Sequence) and spec and all(isinstance(v, int | np.integer) for v in spec):
-        labels = torch.tensor([int(spec[i % len(spec)]) for i in range(num)], dtype=torch.long)
+        labels = torch.tensor([int(spec[i % len(spec)]) for i in range(offset, offset + num)], dtype=torch.long)
     else:
         raise TypeError(f"labels must be a spec string, an int or integers, got {spec!r}")
     if ((labels < 0) | (labels > num_classes)).any():
@@ -86,10 +91,10 @@ def _frequencies(class_frequencies, num_classes: int) -> torch.Tensor:
     return w
 
 
-def _draw(weights: torch.Tensor, num: int, seed: int) -> torch.Tensor:
-    """y_i ~ Categorical(weights), sample i from its own generator seeded by (seed, i)."""
+def _draw(weights: torch.Tensor, num: int, seed: int, offset: int = 0) -> torch.Tensor:
+    """y_i ~ Categorical(weights), sample i from its own generator seeded by (seed, offset + i)."""
     out = torch.empty(num, dtype=torch.long)
     for i in range(num):
-        g = torch.Generator().manual_seed(derive_seed(seed, _LABELS, i))
+        g = torch.Generator().manual_seed(derive_seed(seed, _LABELS, offset + i))
         out[i] = torch.multinomial(weights, 1, generator=g)[0]
     return out

@@ -21,6 +21,7 @@ records written so far (attr `complete` = 0); a second writer of the same path i
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -184,17 +185,30 @@ def _writer_of(path: Path) -> int | None:
     return lock_owner(target.with_name(target.name + ".lock"))
 
 
-def open_trajectory(path) -> xr.Dataset:
+def open_trajectory(path, chunks=None) -> xr.Dataset:
     """Load a trajectory file fully into memory (the file is closed on return) and validate it.
 
     A file of a run that did not complete (a `.partial` file, attr `complete` = 0) loads with an
     `IncompleteTrajectoryWarning` saying how many records it holds.
 
+    Lazy, out of core: with `chunks` (dask chunks per dimension, e.g. {"time": 1}, or {} for the file's own
+    chunks), or for the shards of a run split over processes (a glob pattern such as "run-*.nc", or a list
+    of paths), the Dataset is dask-backed and reads only what a computation asks for (`sdegen.shards`).
+
     Raises:
         FileNotFoundError: no such file (the message points to `<path>.partial` when that exists).
         TrajectoryError: the file is still being written by another process, is corrupt (unreadable,
-            checksum mismatch) or is not an sdegen trajectory.
+            checksum mismatch) or is not an sdegen trajectory; shards of different runs, overlapping or
+            missing shards.
     """
+    if not isinstance(path, str | os.PathLike) or (not Path(path).is_file() and glob.has_magic(str(path))):
+        from sdegen.shards import open_shards
+
+        return open_shards(path, chunks)  # a pattern or a list: the shards of one run, lazily
+    if chunks is not None:
+        from sdegen.shards import open_lazy
+
+        return open_lazy(path, chunks)
     path = Path(path)
     if not path.is_file():
         partial = partial_path(path)
@@ -223,6 +237,29 @@ def open_trajectory(path) -> xr.Dataset:
     return ds
 
 
+CHUNKINGS = ("time", "sample")
+_CHUNK_BYTES = 1 << 20  # a "sample" chunk holds about this much float32 (HDF5's default chunk cache is 1 MiB)
+
+
+def compression_level(compression: bool | int) -> int:
+    """zlib level 0..9 of `compression` (False: 0, True: 4, an int: itself)."""
+    if isinstance(compression, bool | np.bool_):
+        return 4 if compression else 0
+    if not isinstance(compression, int | np.integer) or not 0 <= compression <= 9:
+        raise ValueError(f"compression must be True/False or a zlib level 0..9, got {compression!r}")
+    return int(compression)
+
+
+def chunk_shape(chunking: str, shape, saved: int) -> tuple[int, ...]:
+    """netCDF chunk shape of x for (batch, *data_shape): see `TrajectoryWriter`'s `chunking`."""
+    batch, data_shape = shape[0], tuple(shape[1:])
+    if chunking == "time":
+        return (1, batch, *data_shape)
+    d = max(1, math.prod(data_shape))
+    steps = max(1, min(saved, _CHUNK_BYTES // (4 * d)))
+    return (steps, max(1, min(batch, _CHUNK_BYTES // (4 * d * steps))), *data_shape)
+
+
 class TrajectoryWriter:
     """Stream trajectory records into `<path>.partial` (unlimited `time` dimension), renamed onto `path` at the end.
 
@@ -237,20 +274,34 @@ class TrajectoryWriter:
         attrs: dataset attributes; `complete` = 0 is added and set to 1 by `close(complete=True)`.
         labels: optional (batch,) labels.
         x0_hat: whether records carry x0_hat.
-        compression: zlib-compress x and x0_hat.
+        compression: zlib-compress x and x0_hat: False, True (level 4) or a level 1..9.
+        sample_offset: the global index of sample 0 (a shard of a run split over processes).
+        chunking: the netCDF chunks of x (and x0_hat): "time" (one saved state of all samples per chunk:
+            reading along samples at a time, e.g. per-time moments) or "sample" (the whole path of a block of
+            samples per chunk, up to `saved` states: reading along time, e.g. one sample's path).
+        saved: the number of states the run will save (sizes the "sample" chunks).
 
     Raises:
         IsADirectoryError / OSError: `path` is a directory or cannot be written.
         sdegen._io.FileLockedError: another process is writing `path`.
     """
 
-    def __init__(self, path, shape, *, attrs, labels=None, x0_hat: bool = False, compression: bool = False):
+    def __init__(self, path, shape, *, attrs, labels=None, x0_hat: bool = False, compression: bool | int = False,
+                 sample_offset: int = 0, chunking: str = "time", saved: int = 1):  # fmt: skip
+        if chunking not in CHUNKINGS:
+            raise ValueError(f"chunking must be one of {list(CHUNKINGS)}, got {chunking!r}")
+        level = compression_level(compression)
         self._file = PartialFile(path, "trajectory")
         self.path, self.partial = self._file.path, self._file.partial
         self._nc = None
+        self._layout = (int(sample_offset), chunking, max(1, int(saved)))
         try:
-            self._create(shape, attrs, labels, x0_hat, compression)
+            self._create(shape, attrs, labels, x0_hat, level)
             self._nc = netCDF4.Dataset(self.partial, "a")
+            if chunking == "sample":  # a record touches a row of chunks: keep the row cached (at most 256 MiB)
+                row = 4 * math.prod(chunk_shape(chunking, shape, saved)[:1]) * math.prod(shape)
+                for name in ("x", "x0_hat") if x0_hat else ("x",):
+                    self._nc[name].set_var_chunk_cache(size=min(int(row * 1.25), 256 << 20))
         except BaseException as err:
             self._file.abort()
             if isinstance(err, OSError | RuntimeError):
@@ -267,10 +318,12 @@ class TrajectoryWriter:
                 nc.createDimension(name, size)
             ck = {"fletcher32": True, "fill_value": False}
             nc.createVariable("time", "f8", ("time",), **ck).long_name = "SDE time t"
-            nc.createVariable("sample", "i8", ("sample",), **ck)[:] = np.arange(batch)
+            offset, chunking, saved = self._layout
+            nc.createVariable("sample", "i8", ("sample",), **ck)[:] = np.arange(offset, offset + batch)
             if labels is not None:
                 nc.createVariable("label", "i8", ("sample",), **ck)[:] = np.asarray(labels)
-            big = {"fletcher32": True, "zlib": bool(compression), "chunksizes": (1, batch, *data_shape)}
+            big = {"fletcher32": True, "zlib": compression > 0, "complevel": compression or 4,
+                   "chunksizes": chunk_shape(chunking, shape, saved)}  # fmt: skip
             for name in ("x", "x0_hat") if x0_hat else ("x",):
                 nc.createVariable(name, "f4", ("time", "sample", *dims), **big)
             nc.createVariable("sigma", "f8", ("time",), fletcher32=True)

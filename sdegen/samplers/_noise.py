@@ -5,6 +5,10 @@ of (s, stream, i). A stream is consumed in lock-step by the whole batch, one sta
 data shape per call, so sample i's k-th draw depends on (s, stream, i, k) only. Draws are made in float64
 and cast to the state dtype, so a float32 and a float64 run of the same seed follow the same path.
 
+A run split over processes (`sdegen.shards`) gives each process a contiguous block of the global sample
+indices: `sample_offset(start)` shifts the index of every stream created inside it, so local sample j draws
+from the streams of global sample start + j, and the union of the blocks is the single-process run.
+
 Generating one small tensor per sample per step would cost a Python call per sample per step; instead each
 generator fills a block of several draws at once (the block length depends on the data size d only, never
 on the batch size, so the streams stay batch-invariant).
@@ -17,7 +21,10 @@ instead of returning silently wrong noise.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+from collections.abc import Iterator
 
 import torch
 from torchsde import BaseBrownian
@@ -45,8 +52,30 @@ def derive_seed(seed: int, stream: int, index: int) -> int:
     return _splitmix64(_splitmix64(_splitmix64(seed & _MASK64) ^ stream) ^ index)
 
 
+# The global index of local sample 0 of the streams created now (see `sample_offset`).
+_OFFSET: contextvars.ContextVar[int] = contextvars.ContextVar("sdegen_sample_offset", default=0)
+
+
+@contextlib.contextmanager
+def sample_offset(start: int) -> Iterator[None]:
+    """Within the block, per-sample streams of local sample j are those of global sample start + j."""
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise ValueError(f"sample offset must be an integer >= 0, got {start!r}")
+    token = _OFFSET.set(start)
+    try:
+        yield
+    finally:
+        _OFFSET.reset(token)
+
+
+def current_offset() -> int:
+    """The global index of local sample 0 (0 outside `sample_offset`)."""
+    return _OFFSET.get()
+
+
 def _generators(seed: int, stream: int, batch: int) -> list[torch.Generator]:
-    return [torch.Generator().manual_seed(derive_seed(seed, stream, i)) for i in range(batch)]
+    start = _OFFSET.get()
+    return [torch.Generator().manual_seed(derive_seed(seed, stream, start + i)) for i in range(batch)]
 
 
 def prior_sample(sde, seed: int, shape: tuple[int, ...], dtype: torch.dtype, device) -> torch.Tensor:

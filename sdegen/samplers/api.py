@@ -13,8 +13,9 @@ import xarray as xr
 from sdegen._checks import check_int, resolve_seed
 from sdegen.grids import coefficients
 from sdegen.runtime import tune_allocator_once
-from sdegen.samplers._noise import prior_sample
+from sdegen.samplers._noise import prior_sample, sample_offset
 from sdegen.samplers._record import Recorder
+from sdegen.samplers._split import local_part
 from sdegen.samplers.registry import SOLVERS
 from sdegen.score_guard import GuardedScore
 from sdegen.sdes import AbstractSDE
@@ -68,7 +69,10 @@ def sample(
     save_x0_hat: bool = False,
     progress: bool = False,
     out=None,
-    compression: bool = False,
+    compression: bool | int = False,
+    chunking: str = "time",
+    split: bool | tuple[int, int] | None = None,
+    resume: bool = False,
     init: torch.Tensor | None = None,
     dtype: torch.dtype = torch.float32,
     device=None,
@@ -98,7 +102,18 @@ def sample(
         progress: show a tqdm progress bar.
         out: stream every saved state into `<out>.partial` as it is produced and rename it onto `out` when
             the run completes; a failed or killed run leaves `out` untouched and the partial file readable.
-        compression: zlib compression of the streamed file.
+        compression: zlib compression of the streamed file: False, True (level 4) or a level 0..9.
+        chunking: netCDF chunks of the streamed file, "time" (one saved state per chunk: reading along samples,
+            e.g. per-time moments) or "sample" (the saved path of a block of samples per chunk: reading along
+            time); see `sdegen.trajectory.TrajectoryWriter`.
+        split: run only this rank's block of the `shape[0]` samples when a torch.distributed process group of
+            several ranks is initialised (None, the default), never (False), or as rank r of N given as a pair
+            (r, N) without a process group (job arrays; ranks simulated in one process); see `sdegen.shards`. Rank r
+            streams `out` to `<stem>-0000r-of-0000N.nc` and returns its block, whose `sample` coordinate holds
+            the global indices; `labels` and `init` are given for all samples and sliced, while a score
+            conditioned per sample must be built for the block (`sdegen.shards.split_range`).
+        resume: with `out`: when `out` (this rank's shard) is already a complete file of the same run, open it
+            lazily and return it instead of sampling again.
         init: (batch, *data_shape) starting state at t = T instead of a prior draw.
         dtype, device: of the state (float32 default; the trajectory stores x as float32).
         score_source, data_range: descriptions stored in the attributes (data_range, e.g. (0.0, 1.0), is stored
@@ -141,13 +156,16 @@ def sample(
         if labels.shape != (shape[0],) or labels.dtype.kind not in "iu":
             raise ValueError(f"labels must be {shape[0]} integers, got shape {labels.shape} dtype {labels.dtype}")
     seed = _resolve_seed(seed)
+    part = local_part(shape, labels, init, out, split, solver, opts)  # this rank's block of a split run
+    shape, labels, init, out, offset = part.shape, part.labels, part.init, part.out, part.offset
     device = torch.device("cpu") if device is None else torch.device(device)
     ts = info.grid(sde, steps, t_min, **{k: opts[k] for k in info.grid_options})
     alpha, sigma = coefficients(sde, ts)
     save_idx = _save_indices(len(ts) - 1, save_every)
 
     if init is None:
-        x = prior_sample(sde, seed, shape, dtype, device)
+        with sample_offset(offset):
+            x = prior_sample(sde, seed, shape, dtype, device)
     else:
         if not isinstance(init, torch.Tensor) or tuple(init.shape) != shape:
             raise ValueError(f"init must be a tensor of shape {shape}, got {getattr(init, 'shape', type(init))}")
@@ -163,11 +181,14 @@ def sample(
         "init": "prior" if init is None else "given", "dtype": str(dtype).replace("torch.", ""),
         **{f"solver_{k}": v for k, v in opts.items()}, "solver_options": json.dumps(opts, default=str, sort_keys=True),
     }  # fmt: skip
-    attrs.update(extra_attrs or {})
+    attrs.update({**part.attrs, **(extra_attrs or {})})
+    if resume and out is not None and part.completed(out, attrs):
+        return part.open(out)
     states, x0s, times = [], [], []
     writer = None  # opened before any work: an unwritable or locked `out` fails at once
     if out is not None:
-        writer = TrajectoryWriter(out, shape, attrs=attrs, labels=labels, x0_hat=save_x0_hat, compression=compression)
+        writer = TrajectoryWriter(out, shape, attrs=attrs, labels=labels, x0_hat=save_x0_hat, compression=compression,
+                                  sample_offset=offset, chunking=chunking, saved=len(save_idx))  # fmt: skip
 
     def emit(k: int, xk: np.ndarray, x0k: np.ndarray | None) -> None:
         states.append(xk)
@@ -182,7 +203,7 @@ def sample(
     run_args = {"seed": seed, "saved": save_idx, "diagnostics": diagnostics}
     solver_opts = {k: v for k, v in opts.items() if k not in info.grid_options}
     try:
-        with torch.no_grad():
+        with torch.no_grad(), sample_offset(offset):
             x = info.fn(sde, guarded, x, ts, callback=recorder, **{a: run_args[a] for a in info.run_arguments},
                         **solver_opts)  # fmt: skip
             recorder.finish(x, denoise)
@@ -195,7 +216,7 @@ def sample(
     if writer is not None:
         writer.close(attrs, complete=True)
     idx = np.asarray(times)
-    return make_trajectory(
+    ds = make_trajectory(
         np.stack(states),
         ts.numpy()[idx],
         np.asarray(sigma)[idx],
@@ -204,6 +225,7 @@ def sample(
         labels=labels,
         attrs={**attrs, "complete": 1},
     )
+    return ds.assign_coords(sample=ds["sample"] + offset) if offset else ds
 
 
 def _version() -> str:
