@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from sdegen import _io
+from sdegen import _io, shards
 from sdegen._checks import SEED_LIMIT, check_int, check_positive, check_seed, parse_key_value
 
 
@@ -105,7 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--denoise", action="store_true", help="finish with Tweedie's E[x0 | x_t_min] (1 NFE)")
     p.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
                    help="solver option (repeatable), e.g. --option snr=0.16 --option method=dopri5")
-    p.add_argument("--out", required=True, help="output netCDF file (streamed as OUT.partial until the run completes)")
+    p.add_argument("--out", required=True, help="output netCDF file (streamed as OUT.partial until the run completes); "
+                   "under torchrun rank r of N writes OUT-0000r-of-0000N.nc (open all with sdegen.open_trajectory)")
+    p.add_argument("--resume", action="store_true", help="skip when OUT (this rank's shard) is already complete")
+    p.add_argument("--chunking", default="time", choices=["time", "sample"],
+                   help="netCDF chunks: one saved state per chunk (time) or a block of sample paths (sample)")
+    p.add_argument("--compression", type=int, default=0, choices=range(10), metavar="LEVEL",
+                   help="zlib level 0..9 of the trajectory file (0: none)")
 
     p = sub.add_parser("likelihood", help="bits/dim of test images through the PF ODE", formatter_class=fmt)
     p.add_argument("model", help="checkpoint path or shipped model name")
@@ -123,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip-x0", action=argparse.BooleanOptionalAction, default=True,
                    help="project the model's denoiser onto its data range (sdegen.score.clip_denoised)")
     p.add_argument("--seed", type=_seed, default=0, help="seed for probes and dequantisation, 0 <= seed < 2**63")
-    p.add_argument("--out", required=True, help="output netCDF file with per-image bits/dim (streamed as OUT.partial)")
+    p.add_argument("--out", required=True, help="output netCDF file with per-image bits/dim (streamed as OUT.partial); "
+                   "under torchrun rank r of N streams its whole batches to OUT-0000r-of-0000N.nc, merged into OUT")
+    p.add_argument("--resume", action="store_true", help="skip the ranks whose result shard (or OUT) is complete")
 
     p = sub.add_parser("plot", help="plot a stored trajectory", formatter_class=fmt)
     p.add_argument("path", help="trajectory netCDF file")
@@ -164,7 +172,9 @@ def cmd_sample(args) -> int:
     from sdegen.model import load_model
 
     options = parse_options(args.options)
-    _io.check_output_file(args.out, "--out")
+    block = _rank_block(args.num_samples)  # under torchrun: this rank's samples (sdegen.shards)
+    out = args.out if block is None else shards.shard_path(args.out, block.rank, block.world_size)
+    _io.check_output_file(out, "--out")
     model = load_model(args.model)
     labels = None
     if model.num_classes:
@@ -174,18 +184,33 @@ def cmd_sample(args) -> int:
             raise SystemExit(f"error: --label {args.label}: {err}") from None
     elif args.label is not None or args.guidance:
         raise SystemExit(f"error: model {args.model!r} is unconditional; --label/--guidance need a conditional model")
-    score = model.score_fn(labels=labels, guidance=args.guidance)
+    mine = labels if labels is None or block is None else labels[block.start : block.stop]
+    score = model.score_fn(labels=mine, guidance=args.guidance)
     save_every = args.save_every or max(1, args.steps // 50)
     t0 = time.perf_counter()
     ds = sdegen.sample(model.sde, score, (args.num_samples, *model.data_shape), solver=args.solver, steps=args.steps,
                        seed=args.seed, save_every=save_every, t_min=args.t_min, labels=labels, denoise=args.denoise,
                        progress=True, score_source=model.sha256, data_range=model.data_range, out=args.out,
+                       resume=args.resume, chunking=args.chunking, compression=args.compression,
                        extra_attrs={"guidance": float(args.guidance),
                                     "label_spec": str(args.label or "drawn") if labels is not None else "none"},
                        **options)
     seconds = time.perf_counter() - t0
-    print(f"{args.solver}: {args.num_samples} samples, NFE {ds.attrs['nfe']}, {seconds:.1f} s -> {args.out}")
+    print(f"{args.solver}: {ds.sizes['sample']} samples, NFE {ds.attrs['nfe']}, {seconds:.1f} s -> {out}")
     return 0
+
+
+def _rank_block(total: int, what: str = "samples"):
+    """Under torchrun (WORLD_SIZE > 1): join the process group (gloo on CPU) and return this rank's block."""
+    import torch
+
+    from sdegen._distributed import DistInfo, init_process_group
+
+    info = DistInfo.from_env()
+    if info.world_size == 1:
+        return None
+    init_process_group(info, torch.device("cpu"))
+    return shards.split_range(total, info.rank, info.world_size, what)
 
 
 def _likelihood_inputs(args):
@@ -225,6 +250,10 @@ def cmd_likelihood(args) -> int:
     from sdegen.score import clip_denoised
 
     model, test, t_min = _likelihood_inputs(args)
+    starts = list(range(0, args.num, args.batch_size))  # whole batches: each rank solves a single run's batches
+    block = _rank_block(len(starts), "batches of --batch-size")
+    out = args.out if block is None else shards.shard_path(args.out, block.rank, block.world_size)
+    starts = starts if block is None else starts[block.start : block.stop]
     lo, hi = model.data_range
     images = lo + (hi - lo) * test.data[: args.num]  # the test digits on the model's 8-bit grid
     labels = test.labels[: args.num].numpy()
@@ -233,32 +262,46 @@ def cmd_likelihood(args) -> int:
         score = clip_denoised(score, model.sde, model.data_range)
     attrs = {"model": str(args.model), "score_source": model.sha256, "rtol": args.rtol, "atol": args.atol,
              "probes": args.probes, "seed": args.seed, "clip_x0": int(args.clip_x0), "batch_size": args.batch_size,
-             "sdegen_version": sdegen.__version__, **model.sde.attrs()}  # fmt: skip
-    writer = ResultWriter(args.out, "image", {"bpd": "f8", "label": "i8", "nfe": "i8"}, attrs=attrs)
+             "sdegen_version": sdegen.__version__, "num": args.num, "t_min_arg": str(args.t_min),
+             "t_min_bins_arg": str(args.t_min_bins), "noise": "per_image", **model.sde.attrs(),
+             **({} if block is None else {"shard_rank": block.rank, "shard_world": block.world_size})}  # fmt: skip
+    if args.resume and shards.results_complete(out, attrs):
+        print(f"{out} is complete: skipped (--resume)")
+        return _merge_likelihood(args.out, block)
+    writer = ResultWriter(out, "image", {"bpd": "f8", "label": "i8", "nfe": "i8", "index": "i8"}, attrs=attrs)
     bpd, nfe, seconds = [], [], []
     try:
-        for i in range(0, args.num, args.batch_size):
+        for i in starts:
             batch = images[i : i + args.batch_size]
             t0 = time.perf_counter()
-            res = sdegen.bits_per_dim(model.sde, score, batch, data_range=model.data_range, seed=args.seed + i,
-                                      rtol=args.rtol, atol=args.atol, probes=args.probes, t_min=t_min)
+            # Per-image noise: image i's dequantisation and probes depend on (seed, i) only, not on the split.
+            res = sdegen.bits_per_dim(model.sde, score, batch, data_range=model.data_range, seed=args.seed,
+                                      indices=range(i, i + len(batch)), rtol=args.rtol, atol=args.atol,
+                                      probes=args.probes, t_min=t_min)
             seconds.append(time.perf_counter() - t0)
             bpd.append(res.bpd)
             nfe.append(res.nfe)
             writer.append(bpd=res.bpd.double().numpy(), label=labels[i : i + len(batch)],
-                          nfe=np.full(len(batch), res.nfe))
+                          nfe=np.full(len(batch), res.nfe), index=np.arange(i, i + len(batch)))
             print(f"images {i}..{i + len(batch) - 1}: {res.bpd.mean():.4f} bits/dim, NFE {res.nfe}, "
                   f"{seconds[-1] / len(batch):.2f} s per image")
     except BaseException as err:
         writer.abort(err)
         raise
     bpd = torch.cat(bpd).double().numpy()
-    summary = {"t_min": res.t_min, "nfe_total": int(sum(nfe)), "seconds_per_image": float(sum(seconds) / args.num),
+    summary = {"t_min": res.t_min, "nfe_total": int(sum(nfe)), "seconds_per_image": float(sum(seconds) / len(bpd)),
                "bpd_mean": float(bpd.mean()),
-               "bpd_stderr": float(bpd.std(ddof=1) / np.sqrt(args.num)) if args.num > 1 else float("nan")}  # fmt: skip
+               "bpd_stderr": float(bpd.std(ddof=1) / np.sqrt(len(bpd))) if len(bpd) > 1 else float("nan")}  # fmt: skip
     writer.close({**attrs, **summary}, complete=True)
-    print(f"bits/dim {summary['bpd_mean']:.4f} ± {summary['bpd_stderr']:.4f} over {args.num} test images; "
-          f"NFE per batch {np.mean(nfe):.0f}; {summary['seconds_per_image']:.2f} s per image -> {args.out}")
+    print(f"bits/dim {summary['bpd_mean']:.4f} ± {summary['bpd_stderr']:.4f} over {len(bpd)} test images; "
+          f"NFE per batch {np.mean(nfe):.0f}; {summary['seconds_per_image']:.2f} s per image -> {out}")
+    return _merge_likelihood(args.out, block)
+
+
+def _merge_likelihood(out, block) -> int:
+    """Under torchrun: once every rank's shard is complete, merge them into `out` (whichever rank sees it)."""
+    if block is not None and shards.merge_results(out, block.world_size, "image") is not None:
+        print(f"merged the {block.world_size} rank shards -> {out}")
     return 0
 
 

@@ -34,6 +34,7 @@ import torch
 from sdegen._checks import check_batched, check_data_range
 from sdegen.grids import time_of_noise_ratio
 from sdegen.likelihood import log_likelihood, make_generator
+from sdegen.samplers._noise import derive_seed
 from sdegen.sdes import AbstractSDE
 
 LEVELS = 256  # 8-bit images: k ∈ {0, …, 255}
@@ -88,6 +89,7 @@ def bits_per_dim(
     dequant_noise: torch.Tensor | None = None,
     dtype: torch.dtype | None = None,
     t_min: float | None = None,
+    indices=None,
     **likelihood_kwargs,
 ) -> BitsPerDimResult:
     """Bits/dim of 8-bit images: uniform dequantisation plus the probability-flow log-likelihood.
@@ -105,6 +107,10 @@ def bits_per_dim(
         seed: int or torch.Generator for the dequantisation noise and the Hutchinson probes.
         t_min: the time of the model density p_{t_min}; default `default_t_min(sde, data_range)`, where
             sigma/alpha is a quarter of an 8-bit bin (module docstring).
+        indices: (batch,) global indices of the images (e.g. test-set numbers): image j's dequantisation
+            noise and probes are then drawn from (seed, indices[j]) alone (an int seed is required), so its
+            bits/dim do not depend on which other images share its batch's noise or on how a test set is split
+            over processes (the adaptive ODE solve is still one per batch); None: noise drawn for the batch.
         **likelihood_kwargs: passed to `sdegen.log_likelihood` (divergence, probes, probe, rtol, atol,
             method).
 
@@ -128,6 +134,8 @@ def bits_per_dim(
     t_min = default_t_min(sde, (lo, hi)) if t_min is None else t_min
     generator = make_generator(seed)
     noise = _check_noise(dequant_noise, dequant_draws, levels.shape)
+    if indices is not None and noise is None:
+        noise = per_image_noise(seed, indices, dequant_draws, levels.shape)
     dim = levels[0].numel()
     logps, variances, nfe = [], [], 0
     for m in range(noise.shape[0] if noise is not None else dequant_draws):
@@ -135,8 +143,11 @@ def bits_per_dim(
         # y = lo + (hi − lo)(k + u)/256, formed in float64 on the images' device, then cast.
         u = u.to(device=levels.device, dtype=torch.float64)
         y = (lo + (hi - lo) * (levels.double() + u) / LEVELS).to(dtype)
-        probe_seed = int(torch.randint(0, 2**62, (), generator=generator))
-        result = log_likelihood(sde, score, y, seed=probe_seed, t_min=t_min, **likelihood_kwargs)
+        if indices is None:
+            probe_seed, per_item = int(torch.randint(0, 2**62, (), generator=generator)), {}
+        else:  # draw m of image j: probes from (derive_seed(seed, DRAW_STREAM, m), j); seed checked above
+            probe_seed, per_item = derive_seed(seed, DRAW_STREAM, m), {"indices": indices}
+        result = log_likelihood(sde, score, y, seed=probe_seed, t_min=t_min, **per_item, **likelihood_kwargs)
         logps.append(result.logp)
         variances.append(None if result.logp_stderr is None else result.logp_stderr**2)
         nfe += result.nfe
@@ -151,6 +162,32 @@ def bits_per_dim(
         bpd=bpd_draws.mean(0), bpd_draws=bpd_draws, logp=logp, bpd_probe_stderr=probe_stderr, nfe=nfe, offset=offset,
         t_min=float(t_min),
     )
+
+
+DEQUANT_STREAM = 6  # stream id of per-image dequantisation noise (see sdegen.likelihood.PROBE_STREAM)
+DRAW_STREAM = 7  # stream id of the probe seed of dequantisation draw m (per-image probes)
+
+
+def _generator(seed: int, stream: int, index: int) -> torch.Generator:
+    return torch.Generator().manual_seed(derive_seed(seed, stream, index))
+
+
+def per_image_noise(seed, indices, draws: int, shape) -> torch.Tensor:
+    """(draws, batch, *data_shape) uniform [0, 1) dequantisation noise, image j's from (seed, indices[j]).
+
+    Raises:
+        TypeError / ValueError: seed not an int, indices not one integer per image.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"per-image noise (indices=...) needs an int seed, got {type(seed).__name__}")
+    idx = [int(i) for i in indices]
+    if len(idx) != shape[0]:
+        raise ValueError(f"indices must hold one index per image ({shape[0]}), got {len(idx)}")
+    rows = [
+        torch.rand((draws, 1, *shape[1:]), generator=_generator(seed, DEQUANT_STREAM, i), dtype=torch.float64)
+        for i in idx
+    ]
+    return torch.cat(rows, dim=1)
 
 
 def default_t_min(sde: AbstractSDE, data_range: tuple[float, float] = (0.0, 1.0), bins: float = T_MIN_BINS) -> float:

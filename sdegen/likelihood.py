@@ -108,6 +108,7 @@ def log_likelihood(
     method: str = "dopri5",
     t_min: float = 1e-5,
     seed: int | torch.Generator | None = None,
+    indices=None,
 ) -> LikelihoodResult:
     """Log-likelihood of x under the model "prior at T pushed through the probability-flow ODE".
 
@@ -128,6 +129,9 @@ def log_likelihood(
         method: an adaptive torchdiffeq method, one of `METHODS`.
         t_min: where the data sits, 0 < t_min < T (1e-5 keeps p_{t_min} close to the data).
         seed: an int or a torch.Generator for the probes; None draws fresh probes.
+        indices: (batch,) global indices of the items of x (e.g. test-image numbers): item j's probes are
+            then drawn from (seed, indices[j]) alone (an int seed is required), so they do not depend on
+            the batch or on how a data set is split over processes; None: drawn for the batch from `seed`.
 
     Returns:
         LikelihoodResult with logp, prior_logp, delta_logp (batch,) in nats, nfe, z, and per-probe
@@ -147,10 +151,11 @@ def log_likelihood(
         raise ValueError(f"probes must be an integer >= 1, got {probes!r}")
     if divergence == "exact" and probes != 1:
         raise ValueError(f"the exact divergence takes no probes; got probes={probes}")
-    generator = make_generator(seed)
     eps = None
-    if divergence == "hutchinson":
-        eps = draw_probes(probe, (probes, *x.shape), generator, x.dtype, x.device)
+    if divergence == "hutchinson" and indices is not None:
+        eps = per_item_probes(probe, probes, x, seed, indices)
+    elif divergence == "hutchinson":
+        eps = draw_probes(probe, (probes, *x.shape), make_generator(seed), x.dtype, x.device)
     tune_allocator_once()  # ~25% faster CPU forwards (sdegen.runtime)
     guarded = GuardedScore(_require_differentiable(score), t_min, sde.T)  # the one wrapper of this run
     func = AugmentedFlow(sde, guarded, t_min, eps)
@@ -169,6 +174,30 @@ def log_likelihood(
         logp_probes=logp_probes,
         logp_stderr=stderr,
     )
+
+
+PROBE_STREAM = 5  # stream id of per-item probes (sdegen.samplers._noise uses 1–3, sdegen.labels 4)
+
+
+def per_item_probes(probe: str, probes: int, x: torch.Tensor, seed, indices) -> torch.Tensor:
+    """(probes, batch, *data_shape) Hutchinson probes, item j's drawn from (seed, PROBE_STREAM, indices[j]).
+
+    Raises:
+        TypeError / ValueError: seed not an int, indices not (batch,) integers.
+    """
+    from sdegen.samplers._noise import derive_seed
+
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"per-item probes (indices=...) need an int seed, got {type(seed).__name__}")
+    idx = [int(i) for i in indices]
+    if len(idx) != x.shape[0]:
+        raise ValueError(f"indices must hold one index per item ({x.shape[0]}), got {len(idx)}")
+    rows = [
+        draw_probes(probe, (probes, 1, *x.shape[1:]), torch.Generator().manual_seed(derive_seed(seed, PROBE_STREAM, i)),
+                    x.dtype, x.device)  # fmt: skip
+        for i in idx
+    ]
+    return torch.cat(rows, dim=1)
 
 
 def encode(

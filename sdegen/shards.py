@@ -58,7 +58,7 @@ class Block:
                 "num_samples_total": self.total}  # fmt: skip
 
 
-def split_range(total: int, rank: int, world_size: int) -> Block:
+def split_range(total: int, rank: int, world_size: int, what: str = "samples") -> Block:
     """Rank `rank`'s contiguous block of `total` samples (sizes differ by at most one).
 
     Raises:
@@ -67,7 +67,7 @@ def split_range(total: int, rank: int, world_size: int) -> Block:
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} must lie in [0, world_size={world_size})")
     if total < world_size:
-        raise ValueError(f"{total} samples cannot be split over {world_size} ranks: every rank needs one")
+        raise ValueError(f"{total} {what} cannot be split over {world_size} ranks: every rank needs one")
     return Block(rank, world_size, total * rank // world_size, total * (rank + 1) // world_size, total)
 
 
@@ -266,3 +266,69 @@ def completed(path, attrs: dict) -> bool:
     if diff:
         raise TrajectoryError(f"--resume: {path} is a complete file of a different run (differs in {diff})")
     return True
+
+
+def results_complete(path, attrs: dict) -> bool:
+    """Whether `path` is a complete per-item results file of the run described by `attrs` (for `--resume`).
+
+    Raises:
+        ValueError: `path` is complete but was made with other settings (named).
+    """
+    from sdegen.trajectory import netcdf_attrs
+
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        with netCDF4.Dataset(path, "r") as nc:
+            have = {k: nc.getncattr(k) for k in nc.ncattrs()}
+    except OSError:
+        return False
+    if int(have.get("complete", 0)) != 1:
+        return False
+    want = netcdf_attrs(attrs)
+    diff = sorted(k for k in want if k not in ("sdegen_version",) and not _same(have.get(k), want[k]))
+    if diff:
+        raise ValueError(f"--resume: {path} is a complete result of a different run (differs in {diff})")
+    return True
+
+
+def merge_results(path, world_size: int, dim: str = "image") -> Path | None:
+    """Merge the complete per-rank result shards of `path` into `path` (atomic); None while one is missing.
+
+    Rows are ordered by their global `index` column, which becomes the `dim` coordinate; the summary attrs
+    (`bpd_mean`, `bpd_stderr`, `nfe_total`, `seconds_per_image`) are recomputed over all rows.
+
+    Raises:
+        ValueError: overlapping rows, or rows missing from complete shards.
+    """
+    from sdegen.trajectory import save_netcdf
+
+    files = shard_paths(path, world_size)
+    parts = []
+    for f in files:
+        if not f.is_file():
+            return None
+        with xr.open_dataset(f, engine="netcdf4") as ds:
+            if int(ds.attrs.get("complete", 0)) != 1:
+                return None
+            parts.append(ds.load())
+    merged = xr.concat(parts, dim, combine_attrs="override").drop_vars(dim)
+    index = merged["index"].values
+    if len(np.unique(index)) != len(index):
+        raise ValueError(f"the result shards of {path} overlap")
+    merged = merged.assign_coords({dim: index}).sortby(dim)
+    num = int(parts[0].attrs.get("num", len(index)))
+    if len(index) != num or index.min() != 0 or index.max() != num - 1:
+        raise ValueError(f"the result shards of {path} hold {len(index)} of {num} rows")
+    attrs = {k: v for k, v in parts[0].attrs.items() if k != "shard_rank"}
+    if "bpd" in merged:
+        bpd = merged["bpd"].values
+        stderr = float(bpd.std(ddof=1) / np.sqrt(num)) if num > 1 else float("nan")
+        attrs.update(bpd_mean=float(bpd.mean()), bpd_stderr=stderr)
+    if "nfe_total" in attrs:
+        attrs["nfe_total"] = int(sum(int(p.attrs["nfe_total"]) for p in parts))
+    if "seconds_per_image" in attrs:
+        attrs["seconds_per_image"] = float(sum(p.attrs["seconds_per_image"] * p.sizes[dim] for p in parts) / num)
+    merged.attrs = {**attrs, "complete": 1, "shard_world": world_size}
+    return save_netcdf(merged.drop_vars("index"), path)

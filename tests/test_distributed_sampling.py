@@ -27,6 +27,9 @@ WORLD = 2
 NUM, STEPS, SEED = 7, 12, 5  # 7 samples: an uneven split (3 + 4)
 SOLVERS = ("euler", "ddim", "dpmpp_2m")
 MIX = analytic.gaussian_mixture_2d()
+MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+LIKELIHOOD_ARGS = ["--data", str(MNIST), "--num", "4", "--batch-size", "2", "--rtol", "1e-2", "--atol", "1e-2",
+                   "--probes", "2", "--seed", "11"]  # fmt: skip
 
 
 def _free_port() -> int:
@@ -63,6 +66,11 @@ def _worker(rank, port, tmp, mode):
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     tmp = Path(tmp)
     try:
+        if mode == "likelihood":
+            from sdegen.cli import main
+
+            assert main(["likelihood", "mnist-likelihood-fast", "--out", str(tmp / "ll.nc"), *LIKELIHOOD_ARGS]) == 0
+            return
         if mode == "solvers":
             for solver in SOLVERS:
                 _run(solver, tmp / f"{solver}.nc")
@@ -173,3 +181,27 @@ def test_lazy_open_and_moments_match_eager(tmp_path):
         np.testing.assert_allclose(cmp["z_mean"].values, sdegen.trajectory.compare_marginals(eager, MIX)["z_mean"],
                                    rtol=1e-5, atol=1e-6)  # fmt: skip
         lazy.close()
+
+
+@pytest.mark.skipif(not MNIST.is_dir(), reason="needs the MNIST test split in ../shared/data/mnist")
+def test_likelihood_over_two_ranks_equals_one_process(tmp_path):
+    """Whole batches per rank and per-image noise: per-image bits/dim identical to one process."""
+    import xarray as xr
+
+    from sdegen.cli import main
+
+    _spawn(tmp_path, "likelihood")
+    assert main(["likelihood", "mnist-likelihood-fast", "--out", str(tmp_path / "single.nc"), *LIKELIHOOD_ARGS]) == 0
+    with xr.open_dataset(tmp_path / "ll.nc") as merged, xr.open_dataset(tmp_path / "single.nc") as single:
+        assert merged.attrs["complete"] == 1 and merged.attrs["shard_world"] == WORLD
+        np.testing.assert_array_equal(merged["image"].values, np.arange(4))
+        np.testing.assert_array_equal(merged["bpd"].values, single["bpd"].values)  # identical, not just close
+        np.testing.assert_array_equal(merged["label"].values, single["label"].values)
+        assert merged.attrs["bpd_mean"] == pytest.approx(single.attrs["bpd_mean"], rel=1e-12)
+        assert merged.attrs["nfe_total"] == single.attrs["nfe_total"]
+    assert (
+        main(
+            ["likelihood", "mnist-likelihood-fast", "--out", str(tmp_path / "single.nc"), "--resume", *LIKELIHOOD_ARGS]
+        )
+        == 0
+    )  # fmt: skip  (complete: skipped)
