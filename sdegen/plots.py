@@ -219,12 +219,16 @@ def marginals(ds: xr.Dataset, out=None, *, times=None, component: int = 0, dist=
         times: SDE times (the nearest saved ones are used); default: four spread over the path.
         component: flat index of the data coordinate.
         dist: optional `sdegen.analytic` distribution of the data.
+
+    Only the plotted saved states are read, so a lazy (dask-backed) trajectory larger than memory plots with
+    memory for those states alone.
     """
     if times is None:
         idx = sorted({round(i) for i in np.linspace(0, ds.sizes["time"] - 1, 4)})
     else:
         idx = [int(np.abs(ds["time"].values - float(t)).argmin()) for t in times]
-    flat = ds["x"].values.reshape(ds.sizes["time"], ds.sizes["sample"], -1)[:, :, component]
+    picked = np.asarray(ds["x"].isel(time=idx).values).reshape(len(idx), ds.sizes["sample"], -1)[:, :, component]
+    flat = dict(zip(idx, picked, strict=True))
     fig = _figure(figsize=(3.2 * len(idx), 3))
     for col, k in enumerate(idx):
         ax = fig.add_subplot(1, len(idx), col + 1)
