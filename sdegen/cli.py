@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("likelihood", help="bits/dim of test images through the PF ODE", formatter_class=fmt)
     p.add_argument("model", help="checkpoint path or shipped model name")
     p.add_argument("--data", required=True, help="directory with t10k-images-idx3-ubyte(.gz) (MNIST IDX files)")
-    p.add_argument("--num", type=_positive_int, default=64, help="number of test images")
+    p.add_argument("--num", "--num-images", dest="num", type=_positive_int, default=64,
+                   help="number of test images (under torchrun: --num-images; torchrun takes --num as --numa-binding)")
     p.add_argument("--batch-size", type=_positive_int, default=32, help="images per ODE solve")
     p.add_argument("--rtol", type=_positive_float, default=1e-5, help="ODE relative tolerance")
     p.add_argument("--atol", type=_positive_float, default=1e-5, help="ODE absolute tolerance")

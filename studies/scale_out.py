@@ -59,8 +59,8 @@ def likelihood(ranks: int, num: int, batch: int, work: Path) -> tuple[float, flo
 
     path = work / f"ll{ranks}.nc"
     _, wall = _run([TORCHRUN, "--nproc-per-node", str(ranks), "-m", "sdegen", "likelihood", "mnist-likelihood-fast",
-                    "--data", str(MNIST), "--num", str(num), "--batch-size", str(batch), "--rtol", "1e-2", "--atol",
-                    "1e-2", "--out", str(path)], work)  # fmt: skip
+                    "--data", str(MNIST), "--num-images", str(num), "--batch-size", str(batch), "--rtol", "1e-2",
+                    "--atol", "1e-2", "--out", str(path)], work)  # fmt: skip
     from sdegen.shards import shard_path
 
     files = [shard_path(path, r, ranks) for r in range(ranks)] if ranks > 1 else [path]
