@@ -358,10 +358,16 @@ class PartialFile:
             self._lock.release()
         return self.path
 
-    def abort(self) -> Path:
-        """Keep the partial file as it is and release the lock. Returns the partial file's path."""
+    def abort(self, discard: bool = False) -> Path | None:
+        """Keep the partial file as it is (or remove it: `discard`) and release the lock.
+
+        Returns the partial file's path, or None if it was discarded.
+        """
+        if discard:
+            with contextlib.suppress(OSError):
+                self.partial.unlink()
         self._lock.release()
-        return self.partial
+        return None if discard else self.partial
 
 
 # Exit codes of the command line, one per kind of error (the same kind gives the same code in every command).

@@ -53,6 +53,7 @@ class ResultWriter:
         self._file = PartialFile(path, "results file")
         self.path, self.partial, self.dim = self._file.path, self._file.partial, dim
         self._columns = dict(variables)
+        self.rows = 0
         try:
             self._nc = netCDF4.Dataset(self.partial, "w", format="NETCDF4")
             self._nc.createDimension(dim, None)
@@ -70,11 +71,13 @@ class ResultWriter:
         lengths = {len(np.atleast_1d(v)) for v in columns.values()}
         if set(columns) != set(self._columns) or len(lengths) != 1:
             raise ValueError(f"append needs equally long columns {sorted(self._columns)}, got {sorted(columns)}")
+        n = lengths.pop()
         try:
-            self._write_rows(columns, lengths.pop())
+            self._write_rows(columns, n)
         except (OSError, RuntimeError) as err:
             e = explain_write_error(err, self.path)
             raise OSError(e.errno, f"{e.strerror}; the rows so far are in {self.partial}", e.filename) from err
+        self.rows += n
 
     def _write_rows(self, columns: dict, n: int) -> None:
         start = len(self._nc.dimensions[self.dim])
@@ -83,10 +86,13 @@ class ResultWriter:
             self._nc[name][start : start + n] = np.atleast_1d(values)
         self._nc.sync()
 
-    def close(self, attrs: dict | None = None, complete: bool = False) -> Path:
-        """Write final attributes and close; complete=True moves the file onto `path`. Returns the file."""
+    def close(self, attrs: dict | None = None, complete: bool = False) -> Path | None:
+        """Write final attributes and close; complete=True moves the file onto `path`. Returns the file.
+
+        complete=False keeps the partial file (returned), or removes it if it holds no row (returns None).
+        """
         if self._nc is None:
-            return self.path if complete else self.partial
+            return self.path if complete else (self.partial if self.partial.exists() else None)
         try:
             try:
                 self._nc.setncatts(netcdf_attrs({**(attrs or {}), "complete": int(complete)}))
@@ -98,11 +104,11 @@ class ResultWriter:
             if isinstance(err, OSError | RuntimeError):
                 raise explain_write_error(err, self.path) from err
             raise
-        return self._file.commit() if complete else self._file.abort()
+        return self._file.commit() if complete else self._file.abort(discard=self.rows == 0)
 
-    def abort(self, error: BaseException | None = None) -> Path:
-        """Close without completing (`path` untouched); note the partial file on `error`. Returns it."""
+    def abort(self, error: BaseException | None = None) -> Path | None:
+        """Close without completing (`path` untouched); note the partial file on `error`. Returns it (or None)."""
         partial = self.close(complete=False)
-        if error is not None:
+        if error is not None and partial is not None:
             error.add_note(f"the rows computed before the failure are in {partial}")
         return partial

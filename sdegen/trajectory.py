@@ -294,6 +294,7 @@ class TrajectoryWriter:
         self._file = PartialFile(path, "trajectory")
         self.path, self.partial = self._file.path, self._file.partial
         self._nc = None
+        self.records = 0
         self._layout = (int(sample_offset), chunking, max(1, int(saved)))
         try:
             self._create(shape, attrs, labels, x0_hat, level)
@@ -342,6 +343,7 @@ class TrajectoryWriter:
             self._write_record(t, x, sigma, mean_scale, x0_hat, attrs)
         except (OSError, RuntimeError) as err:
             raise self._write_error(err) from err
+        self.records += 1
 
     def _write_error(self, err: BaseException) -> OSError:
         e = explain_write_error(err, self.path)
@@ -359,14 +361,14 @@ class TrajectoryWriter:
             self._nc.setncatts(netcdf_attrs(attrs))
         self._nc.sync()
 
-    def close(self, attrs: dict | None = None, complete: bool = False) -> Path:
+    def close(self, attrs: dict | None = None, complete: bool = False) -> Path | None:
         """Write final attributes and close (idempotent); returns the file that holds the records.
 
         complete=True moves the partial file onto `path` (returned); complete=False keeps it as the partial
-        file (returned) and leaves `path` untouched.
+        file (returned) and leaves `path` untouched, or removes it if it holds no record (returns None).
         """
         if self._nc is None:
-            return self.path if complete else self.partial
+            return self.path if complete else (self.partial if self.partial.exists() else None)
         try:
             try:
                 self._nc.setncatts(netcdf_attrs({**(attrs or {}), "complete": int(complete)}))
@@ -381,12 +383,16 @@ class TrajectoryWriter:
             raise
         if complete:
             return self._file.commit()
-        return self._file.abort()
+        return self._file.abort(discard=self.records == 0)
 
-    def abort(self, error: BaseException | None = None, attrs: dict | None = None) -> Path:
-        """Close without completing (the target stays untouched); note the partial file on `error`. Returns it."""
+    def abort(self, error: BaseException | None = None, attrs: dict | None = None) -> Path | None:
+        """Close without completing (the target stays untouched); note the partial file on `error`.
+
+        Returns the partial file, or None when no record was written (then it is removed).
+        """
         partial = self.close(attrs, complete=False)
-        if error is not None and not any(str(partial) in str(n) for n in getattr(error, "__notes__", [])):
+        notes = getattr(error, "__notes__", [])
+        if error is not None and partial is not None and not any(str(partial) in str(n) for n in notes):
             error.add_note(f"the states saved before the failure are in {partial}")
         return partial
 

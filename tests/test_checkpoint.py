@@ -7,16 +7,10 @@ import pytest
 import torch
 from _tiny import tiny_config
 
-from sdegen.checkpoint import (
-    CheckpointError,
-    Model,
-    atomic_torch_save,
-    export_ema,
-    load_model,
-    read_checkpoint,
-    save_checkpoint,
-)
+from sdegen._io import atomic_torch_save
+from sdegen.checkpoint import CheckpointError, export_ema, read_checkpoint, save_checkpoint
 from sdegen.config import config_to_json, load_config
+from sdegen.model import Model, load_model
 from sdegen.training import train
 
 
@@ -135,3 +129,35 @@ def test_load_model_and_export_ema(run, tmp_path):
 def test_unknown_model_name_lists_shipped_models():
     with pytest.raises(FileNotFoundError, match="shipped"):
         load_model("no-such-model")
+
+
+def test_kinds_are_read_cheaply_and_checked(run, tmp_path):
+    from sdegen.checkpoint import checkpoint_kind
+
+    assert checkpoint_kind(run / "checkpoint.pt") == "training" and checkpoint_kind(run / "model.pt") == "model"
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    assert checkpoint_kind(tmp_path / "junk.pt") is None
+    with pytest.raises(CheckpointError, match="model.pt: is a model file.*expected kind training"):
+        read_checkpoint(run / "model.pt", kind="training")
+    with pytest.raises(CheckpointError, match="is a directory"):
+        read_checkpoint(tmp_path)
+
+
+def test_model_lives_in_sdegen_model_and_the_old_names_still_import():
+    import sdegen.checkpoint
+    import sdegen.model
+
+    assert sdegen.checkpoint.load_model is sdegen.model.load_model and sdegen.checkpoint.Model is sdegen.model.Model
+    assert "lenet" not in sdegen.model.shipped_models() and "toy" in sdegen.model.shipped_models()
+    with pytest.raises(AttributeError):
+        sdegen.checkpoint.no_such_name  # noqa: B018
+
+
+def test_checkpoint_files_get_the_usual_permissions(tmp_path):
+    old = os.umask(0o027)
+    try:
+        save_checkpoint(tmp_path / "c.pt", {"w": torch.ones(1)}, "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "c.pt").stat().st_mode & 0o777 == 0o640
+

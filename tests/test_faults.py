@@ -565,7 +565,14 @@ def test_option_with_a_bad_value_names_the_option(tmp_path, capsys):
                  "--out", str(tmp_path / "x.nc")])
     assert code == EXIT_USAGE
     assert "rtol must be a finite number > 0, got 'abc'" in _one_line(capsys.readouterr().err)
-    assert not (tmp_path / "x.nc").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # a partial file without any state is not kept
+
+
+def test_a_failed_stream_without_records_leaves_nothing(tmp_path):
+    w = TrajectoryWriter(tmp_path / "x.nc", (2, 2), attrs=ATTRS)
+    err = ValueError("failed before the first state")
+    assert w.abort(err) is None and not getattr(err, "__notes__", None)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("out", ["", "{tmp}"])
