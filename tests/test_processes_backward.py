@@ -185,6 +185,7 @@ def test_discrete_posterior_oracle_recovers_the_target_marginals():
         x_T = proc.sample_forward(x0, 3.0, gen(15))
         ds = P.sample_backward(proc, predictor, x_T, times, seed=16, save_every=1)
         assert ds["x"].dtype == np.int64 and ds["x"].attrs["kind"] == "category"
+        assert ds["x"].values.min() >= 0 and ds["x"].values.max() < proc.num_values  # in range along the path
         for k in (2, 5):
             t = float(ds["time"][k])
             exact = (target @ proc.transition_matrix(t)[:4]).numpy()
