@@ -2,7 +2,9 @@
 
 Every process implements the protocol of `AbstractProcess` (`sample_forward`, `sample_bridge`,
 `sample_equilibrium`, `loss`), as do the Gaussian SDEs of `sdegen.sdes`; `sample_backward` runs the reverse
-chain (predict x0, sample the bridge to the next time) and returns a trajectory Dataset.
+chain (predict x0, sample the bridge to the next time) and returns a trajectory Dataset;
+`x0_prediction_loss` is the training loss (`sdegen train` uses it for configs with a `process` section,
+through `sdegen.processes.trainer`). Guide and study results: docs/processes.md.
 
     from sdegen import processes as P
     proc = P.Joint(P.OrnsteinUhlenbeck(), P.UniformDiscrete(1.0, 10))
@@ -15,6 +17,7 @@ from sdegen.processes.discrete import IndependentDiscrete, MaskedDiscrete, Unifo
 from sdegen.processes.euclidean import BrownianMotion, OrnsteinUhlenbeck
 from sdegen.processes.joint import Joint
 from sdegen.processes.rotation import RotationBrownian, matrix_to_quaternion, quaternion_to_matrix
+from sdegen.processes.training import x0_prediction_loss
 
 __all__ = [
     "AbstractProcess",
@@ -33,4 +36,5 @@ __all__ = [
     "sample_backward",
     "time_grid",
     "wrap",
+    "x0_prediction_loss",
 ]
