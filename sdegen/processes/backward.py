@@ -212,7 +212,8 @@ def sample_backward(
             t = ts[k]
             tt = torch.full((batch,), t, dtype=float_dtype, device=xs[0].device)
             x_in = state if joint else state[0]
-            pred = predictor(x_in, tt, prev) if self_condition else predictor(x_in, tt)
+            with torch.no_grad():  # sampling: no graph through the chain
+                pred = predictor(x_in, tt, prev) if self_condition else predictor(x_in, tt)
             nfe += 1
             preds = _as_tuple(pred, len(comps), "the prediction")
             index = len(ts) - 1 - k
