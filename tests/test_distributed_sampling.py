@@ -205,3 +205,29 @@ def test_likelihood_over_two_ranks_equals_one_process(tmp_path):
         )
         == 0
     )  # fmt: skip  (complete: skipped)
+
+
+@pytest.mark.parametrize("spec", ["drawn", "random", "balanced", "0,1,2", 3])
+def test_labels_of_a_block_are_the_global_labels(spec):
+    from sdegen.labels import resolve_labels
+
+    freq = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    full = resolve_labels(spec, 10, 4, class_frequencies=freq, seed=9)
+    for start, stop in ((0, 3), (3, 10), (7, 9)):
+        part = resolve_labels(spec, stop - start, 4, class_frequencies=freq, seed=9, offset=start)
+        torch.testing.assert_close(part, full[start:stop], rtol=0, atol=0)
+
+
+def test_per_image_noise_does_not_depend_on_the_batch():
+    """Dequantisation noise and probes of image i come from (seed, i): the same in any batch."""
+    from sdegen.dequantization import per_image_noise
+    from sdegen.likelihood import per_item_probes
+
+    full = per_image_noise(4, range(6), 2, (6, 1, 3, 3))
+    part = per_image_noise(4, [4, 5], 2, (2, 1, 3, 3))
+    torch.testing.assert_close(part, full[:, 4:], rtol=0, atol=0)
+    x = torch.zeros(6, 1, 3, 3)
+    probes = per_item_probes("rademacher", 3, x, 4, range(6))
+    torch.testing.assert_close(per_item_probes("rademacher", 3, x[:2], 4, [2, 3]), probes[:, 2:4], rtol=0, atol=0)
+    with pytest.raises(TypeError, match="need an int seed"):
+        per_item_probes("rademacher", 1, x, None, range(6))
