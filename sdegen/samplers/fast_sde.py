@@ -14,8 +14,9 @@ here (VE: alpha = 1). Write σ̃ = sigma/alpha, λ = log(alpha/sigma) = −log �
       e1 = 1 − e^{−ĥ},   e2 = 1 − e1/ĥ,   e3 = 1/2 − e2/ĥ
   (∫ c·e^{−c(h−v)}·v^n/n! dv = h^n·ĥ·φ_{n+1}(ĥ), φ the exponential-integrator φ-functions). The 2M solver
   uses the midpoint form 0.5·e1 in place of e2 (as DPM-Solver++(2M), to which it reduces exactly at η = 0);
-  the 3M solver uses e2 and e3 exactly (its first two steps are of order 1 and 2). With η = 1 a first-order
-  step is DDPM's posterior step with x0 replaced by x0_hat. One NFE per step.
+  the 3M solver uses e2 and e3 exactly (its first two steps are of order 1 and 2; k-diffusion's and
+  diffusers' 3M step weight h²·D'' by e3/2, which shows order 2 at η = 0, this one order 3). With η = 1 a
+  first-order step is DDPM's posterior step with x0 replaced by x0_hat. One NFE per step.
 * edm_sde (Karras et al. 2022, "Elucidating…", Alg. 2): in y = x/alpha and σ̃, first "churn": raise the
   noise level to σ̂ = (1 + γ)·σ̃_k, γ = min(s_churn/N, √2 − 1) for σ̃_k ∈ [s_tmin, s_tmax] (else 0), by adding
   fresh noise, ŷ = y + s_noise·√(σ̂² − σ̃_k²)·z (exact in law when s_noise = 1), then one Heun step of the PF
