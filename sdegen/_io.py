@@ -123,7 +123,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        if isinstance(err, Exception) and not isinstance(err, OSError | ValueError | TypeError):
+        if isinstance(err, RuntimeError):  # HDF5 and torch report failed writes so, without errno
             raise explain_write_error(err, path) from err
         if isinstance(err, OSError) and err.filename != str(path):
             raise _with_path(err, path) from err
