@@ -49,7 +49,7 @@ def test_registry_names_and_metadata():
     required = {"euler", "milstein", "srk", "heun", "midpoint", "reversible_heun", "pc", "ode", "ancestral", "ddim"}
     assert required | {"dpmpp_2m", "edm_heun"} <= set(names)
     for name, info in SOLVERS.items():
-        assert info.family in {"torchsde", "pc", "ode", "ddpm", "fast_ode"}, name
+        assert info.family in {"torchsde", "pc", "ode", "ddpm", "fast_ode", "fast_sde"}, name
         assert isinstance(info.stochastic, bool)
         assert info.weak_order is not None and info.weak_order >= 1.0
         assert info.fn.__doc__ and "\n" not in info.fn.__doc__.strip(), f"{name}: one-line docstring"

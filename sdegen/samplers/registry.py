@@ -47,7 +47,7 @@ class SolverInfo:
 
     Attributes:
         fn: the sampler (see the module docstring).
-        family: "torchsde", "pc", "ode", "ddpm" or "fast_ode".
+        family: "torchsde", "pc", "ode", "ddpm", "fast_ode" or "fast_sde".
         stochastic: whether it injects noise (with default options).
         strong_order, weak_order: declared global orders (see the module docstring).
         evals_per_step: score evaluations per step with default options; None when adaptive.
@@ -125,20 +125,20 @@ SOLVERS: Mapping[str, SolverInfo] = MappingProxyType(
             fast_ode.unipc, family="fast_ode", stochastic=False, strong_order=3.0, weak_order=3.0, evals_per_step=1,
             grid=grids.by_schedule,
         ),
-        # The stochastic fast solvers (`fast_sde`) share the fast-ODE family's data-prediction form. Their noise
+        # The stochastic fast solvers (`fast_sde`): the fast-ODE data-prediction form plus noise. Their noise
         # is drawn per step (no Brownian path shared across step counts), so no strong order; weak orders are
         # those of the variance on the linear Gaussian case (2M and 3M SDE alike: the noise caps 3M at 2; EDM's
         # once γ = s_churn/N is below its cap √2 − 1), tests/test_fast_solvers.py.
         "dpmpp_2m_sde": SolverInfo(
-            fast_sde.dpmpp_2m_sde, family="fast_ode", stochastic=True, strong_order=None, weak_order=2.0,
+            fast_sde.dpmpp_2m_sde, family="fast_sde", stochastic=True, strong_order=None, weak_order=2.0,
             evals_per_step=1, grid=grids.by_schedule,
         ),
         "dpmpp_3m_sde": SolverInfo(
-            fast_sde.dpmpp_3m_sde, family="fast_ode", stochastic=True, strong_order=None, weak_order=2.0,
+            fast_sde.dpmpp_3m_sde, family="fast_sde", stochastic=True, strong_order=None, weak_order=2.0,
             evals_per_step=1, grid=grids.by_schedule,
         ),
         "edm_sde": SolverInfo(
-            fast_sde.edm_sde, family="fast_ode", stochastic=True, strong_order=None, weak_order=2.0, evals_per_step=2,
+            fast_sde.edm_sde, family="fast_sde", stochastic=True, strong_order=None, weak_order=2.0, evals_per_step=2,
             grid=grids.karras,
         ),
     }
