@@ -27,6 +27,11 @@ the circular mean gives another drift and a bias that does not vanish with more 
 are the circular Kuiper statistic (the circle's KS: max(F − G) + max(G − F), independent of the
 origin) and the circular Wasserstein-1 distance ∫|F − G − median(F − G)| against the exact target CDF, with
 a fresh draw of the target of the same size as the noise floor.
+
+Measured (docs/processes.md, 20 000 samples; Kuiper / W1): fresh target 0.010 / 0.013; exact tangent mean
+0.023 / 0.012 (50 steps), 0.025 / 0.014 (200), 0.018 / 0.009 (800); exact circular mean 0.070 / 0.133 (50),
+0.054 / 0.099 (200), 0.053 / 0.100 (800); tangent mean with the interpolated bridge 0.024 / 0.010 (200);
+trained MLP 0.108 / 0.040 (200 steps).
 """
 
 from __future__ import annotations

@@ -19,6 +19,10 @@ process loss 1 − ⟨q̂, q0⟩² with log-uniform times (`sdegen.processes.tra
 Judged by the geodesic distance (rotation angle of R⁻¹R') from each sample to the nearest point of the curve
 (a 4096-point tabulation, resolution ~1e-3 rad), next to Haar-uniform rotations (the chain's start) and fresh
 targets (0 up to the tabulation). The bridge is the documented geodesic approximation (rotation.py).
+
+Measured (docs/processes.md): median distance 1.418 rad for the Haar start, 0.0004 for fresh targets, 0.042
+for the generated states at t_min (97.7 % within 0.1 rad) and 0.012 for their final predictions x0_hat
+(100 % within 0.1 rad); quaternions unit to 4e-8 and rotations orthonormal to 2e-15 along every path.
 """
 
 from __future__ import annotations
