@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint venv clean
+.PHONY: demo test test-all lint format venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,6 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check sdegen tests studies
+	$(BIN)/ruff format --check sdegen tests studies
 	$(BIN)/python -m pytest -q
 
 test-all: $(STAMP)
@@ -29,6 +30,9 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check sdegen tests studies
 	$(BIN)/ruff format --check sdegen tests studies
+
+format: $(STAMP)
+	$(BIN)/ruff format sdegen tests studies
 
 clean:
 	rm -rf $(VENV) .pytest_cache

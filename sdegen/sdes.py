@@ -44,6 +44,7 @@ class AbstractSDE(ABC):
 
     T: float = 1.0
     name: str = "abstract"
+    vp_family: bool = False  # drift −½β(t)·x, prior N(0, I): the discrete DDPM/DDIM samplers apply
 
     # -- coefficients, implemented by each SDE on a float64 tensor t of shape (batch,) ---------------
     @abstractmethod
@@ -58,6 +59,10 @@ class AbstractSDE(ABC):
     @abstractmethod
     def _marginal_std(self, t: torch.Tensor) -> torch.Tensor: ...
 
+    @abstractmethod
+    def time_of_half_log_nsr(self, rho: torch.Tensor) -> torch.Tensor:
+        """The time t with ln(sigma(t)/alpha(t)) = rho, in closed form (float64 rho, any shape)."""
+
     @property
     @abstractmethod
     def prior_std(self) -> float:
@@ -68,6 +73,14 @@ class AbstractSDE(ABC):
         """The constructor parameters, e.g. {"beta_min": 0.1, "beta_max": 20.0}."""
 
     # -- public, shape-checked API --------------------------------------------------------------------
+    def alpha_sigma(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(alpha(t), sigma(t)) for a float64 tensor t already known to lie in [0, T], unchecked.
+
+        The hot path of training and network calls: the range check of `mean_scale` reads t back to the
+        host, a device synchronisation per call on CUDA.
+        """
+        return self._mean_scale(t), self._marginal_std(t)
+
     def _coeff(self, fn, t: Time, x: torch.Tensor) -> torch.Tensor:
         tt = as_time(t, x, self.T)
         # Evaluate in float64: e^{-B} and 1 - e^{-B} lose digits in float32 near t = 0.
@@ -127,20 +140,23 @@ class AbstractSDE(ABC):
         """The reverse-time SDE for `score`, as a torchsde SDE in flipped time s = T − t.
 
         See `sdegen.reverse.ReverseSDE`: state (batch, d) flattened, drift g²·score − f·x in s,
-        diagonal noise g(T − s).
+        diagonal noise g(T − s). A plain callable is wrapped in a `GuardedScore` on [t_min, T] (output
+        check, time guard, NFE count as `.nfe`); a `GuardedScore` is used as it is.
         """
         from sdegen.reverse import ReverseSDE
+        from sdegen.score_guard import guard
 
-        return ReverseSDE(self, score, data_shape=data_shape, sde_type=sde_type, t_min=t_min)
+        return ReverseSDE(self, guard(score, t_min, self.T), data_shape=data_shape, sde_type=sde_type)
 
     def probability_flow(self, score, *, t_min: float = 0.0):
         """The probability-flow ODE dx/dt = f(t)·x − ½g(t)²·score(x, t), as a module for torchdiffeq.
 
-        See `sdegen.reverse.ProbabilityFlowODE`.
+        See `sdegen.reverse.ProbabilityFlowODE`; the score is guarded as in `reverse`.
         """
         from sdegen.reverse import ProbabilityFlowODE
+        from sdegen.score_guard import guard
 
-        return ProbabilityFlowODE(self, score, t_min=t_min)
+        return ProbabilityFlowODE(self, guard(score, t_min, self.T), t_min=t_min)
 
     def forward_sde(self, *, data_shape: tuple[int, ...] | None = None):
         """The forward SDE itself as a torchsde SDE on flattened state (for tests and teaching)."""
@@ -252,6 +268,8 @@ class _BetaLinear(AbstractSDE):
         if self.beta_max <= self.beta_min:
             raise ValueError(f"beta_max must be > beta_min, got beta_min={beta_min}, beta_max={beta_max}")
 
+    vp_family = True
+
     def params(self) -> dict[str, float]:
         return {"beta_min": self.beta_min, "beta_max": self.beta_max}
 
@@ -272,6 +290,11 @@ class _BetaLinear(AbstractSDE):
     @property
     def prior_std(self) -> float:
         return 1.0
+
+    def time_of_beta_integral(self, B: torch.Tensor) -> torch.Tensor:
+        """The t with B(t) = B: the positive root of ½(βmax − βmin)t² + βmin·t − B = 0 (cancellation-free form)."""
+        b0, db = self.beta_min, self.beta_max - self.beta_min
+        return 2 * B / (b0 + torch.sqrt(b0 * b0 + 2 * db * B))
 
     def discrete_betas(self, num_steps: int) -> torch.Tensor:
         """The DDPM schedule this SDE discretises: β_i = βmin/N + (i−1)(βmax − βmin)/(N(N−1)), i = 1..N.
@@ -294,6 +317,10 @@ class VPSDE(_BetaLinear):
     def _marginal_std(self, t):
         return torch.sqrt(-torch.expm1(-self.beta_integral(t)))
 
+    def time_of_half_log_nsr(self, rho):
+        # sigma²/alpha² = e^B − 1 = e^{2ρ}  ⇒  B = softplus(2ρ)
+        return self.time_of_beta_integral(torch.logaddexp(2 * rho, torch.zeros_like(rho)))
+
 
 class SubVPSDE(_BetaLinear):
     """Sub-VP SDE dx = −½β(t)x dt + √(β(t)(1 − e^{−2B(t)})) dw; its variance stays below the VP's."""
@@ -305,6 +332,10 @@ class SubVPSDE(_BetaLinear):
 
     def _marginal_std(self, t):
         return -torch.expm1(-self.beta_integral(t))
+
+    def time_of_half_log_nsr(self, rho):
+        # sigma/alpha = e^{B/2} − e^{−B/2} = 2 sinh(B/2) = e^ρ  ⇒  B = 2 asinh(e^ρ/2)
+        return self.time_of_beta_integral(2 * torch.asinh(torch.exp(rho) / 2))
 
 
 class VESDE(AbstractSDE):
@@ -339,6 +370,12 @@ class VESDE(AbstractSDE):
         log_ratio = math.log(self.sigma_max / self.sigma_min)
         return self.sigma_min * torch.sqrt(torch.expm1(2 * t * log_ratio))
 
+    def time_of_half_log_nsr(self, rho):
+        # sigma² = σmin²(e^{2t ln r} − 1) = e^{2ρ}  ⇒  2t ln r = softplus(2ρ − 2 ln σmin)
+        log_r = math.log(self.sigma_max / self.sigma_min)
+        z = 2 * rho - 2 * math.log(self.sigma_min)
+        return torch.logaddexp(z, torch.zeros_like(z)) / (2 * log_r)
+
     @property
     def prior_std(self) -> float:
         return math.sqrt(self.sigma_max**2 - self.sigma_min**2)
@@ -369,6 +406,12 @@ class PowerVESDE(AbstractSDE):
     def _marginal_std(self, t):
         log_s = math.log(self.sigma)
         return torch.sqrt(torch.expm1(2 * t * log_s) / (2 * log_s))
+
+    def time_of_half_log_nsr(self, rho):
+        # sigma² = (e^{2t ln σ} − 1)/(2 ln σ) = e^{2ρ}  ⇒  2t ln σ = softplus(2ρ + ln(2 ln σ))
+        log_s = math.log(self.sigma)
+        z = 2 * rho + math.log(2 * log_s)
+        return torch.logaddexp(z, torch.zeros_like(z)) / (2 * log_s)
 
     @property
     def prior_std(self) -> float:
