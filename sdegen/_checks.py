@@ -90,6 +90,16 @@ def check_positive(value: float, name: str) -> float:
     return v
 
 
+def check_nonnegative(value: float, name: str) -> float:
+    """Raise ValueError unless value is a finite number >= 0 (bools and strings refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return v
+
+
 def check_int(value, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
     """`value` as an int, refusing bools, floats and strings, and values outside [minimum, maximum].
 

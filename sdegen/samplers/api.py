@@ -22,16 +22,8 @@ from sdegen.sdes import AbstractSDE
 from sdegen.trajectory import TrajectoryWriter, make_trajectory
 
 
-def _check_int(value, name: str, minimum: int) -> int:
-    return check_int(value, name, minimum)
-
-
-def _resolve_seed(seed) -> int:
-    return resolve_seed(seed)  # None: fresh entropy, recorded in the attrs so the run can be repeated
-
-
 def _save_indices(steps: int, save_every: int | None) -> tuple[int, ...]:
-    every = -(-steps // 10) if save_every is None else _check_int(save_every, "save_every", 1)
+    every = -(-steps // 10) if save_every is None else check_int(save_every, "save_every", 1)
     idx = list(range(0, steps + 1, every))
     return tuple(idx if idx[-1] == steps else [*idx, steps])
 
@@ -135,8 +127,8 @@ def sample(
         raise TypeError(f"score must be callable as score(x, t), got {type(score).__name__}")
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {list(SOLVERS)}")
-    steps = _check_int(steps, "steps", 1)
-    shape = tuple(int(_check_int(n, "shape entries", 1)) for n in shape)
+    steps = check_int(steps, "steps", 1)
+    shape = tuple(int(check_int(n, "shape entries", 1)) for n in shape)
     if len(shape) < 2:
         raise ValueError(f"shape must be (batch, *data_shape) with at least 2 entries, got {shape}")
     t_min = float(t_min)
@@ -155,7 +147,7 @@ def sample(
         labels = np.asarray(labels)
         if labels.shape != (shape[0],) or labels.dtype.kind not in "iu":
             raise ValueError(f"labels must be {shape[0]} integers, got shape {labels.shape} dtype {labels.dtype}")
-    seed = _resolve_seed(seed)
+    seed = resolve_seed(seed)  # None: fresh entropy, recorded in the attrs
     part = local_part(shape, labels, init, out, split, solver, opts)  # this rank's block of a split run
     shape, labels, init, out, offset = part.shape, part.labels, part.init, part.out, part.offset
     device = torch.device("cpu") if device is None else torch.device(device)

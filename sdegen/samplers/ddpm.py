@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 
-from sdegen._checks import batch_time
+from sdegen._checks import batch_time, check_nonnegative
 from sdegen.grids import coefficients
 from sdegen.samplers._noise import noise_stream
 from sdegen.score import tweedie
@@ -54,8 +54,7 @@ def ancestral(sde, score, x, ts, *, callback, seed, variance: str = "posterior")
 
 def ddim(sde, score, x, ts, *, callback, seed, eta: float = 0.0):
     """DDIM (Song, Meng & Ermon 2021, eq. 12; σ_t(η) of eq. 16), η = 0 deterministic."""
-    if not (isinstance(eta, int | float) and math.isfinite(eta) and eta >= 0):
-        raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
+    eta = check_nonnegative(eta, "eta")
     alpha, sigma = coefficients(sde, ts)
     noise = noise_stream(seed, x) if eta > 0 else None
     for k in range(len(ts) - 1):

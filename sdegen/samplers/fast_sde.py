@@ -34,16 +34,10 @@ import math
 
 import torch
 
-from sdegen._checks import batch_time
+from sdegen._checks import batch_time, check_nonnegative
 from sdegen.grids import coefficients
 from sdegen.samplers._noise import noise_stream
 from sdegen.score import tweedie
-
-
-def _check_nonnegative(value, name: str) -> float:
-    if isinstance(value, bool) or not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
 
 
 def _exp_weights(h: float, eta: float) -> tuple[float, float, float]:
@@ -64,7 +58,7 @@ def _sde_step(x, d, k, alpha, sigma, h, eta, noise):
 
 def dpmpp_2m_sde(sde, score, x, ts, *, callback, seed, eta: float = 1.0):
     """DPM-Solver++(2M) SDE (Lu et al. 2022, arXiv:2211.01095), data prediction, midpoint form, η-scaled noise."""
-    eta = _check_nonnegative(eta, "eta")
+    eta = check_nonnegative(eta, "eta")
     alpha, sigma = coefficients(sde, ts)
     lam = [math.log(a / s) for a, s in zip(alpha, sigma, strict=True)]
     noise = noise_stream(seed, x) if eta > 0 else None
@@ -84,7 +78,7 @@ def dpmpp_2m_sde(sde, score, x, ts, *, callback, seed, eta: float = 1.0):
 
 def dpmpp_3m_sde(sde, score, x, ts, *, callback, seed, eta: float = 1.0):
     """DPM-Solver++(3M) SDE (Lu et al. 2022, arXiv:2211.01095), data prediction, quadratic in λ, η-scaled noise."""
-    eta = _check_nonnegative(eta, "eta")
+    eta = check_nonnegative(eta, "eta")
     alpha, sigma = coefficients(sde, ts)
     lam = [math.log(a / s) for a, s in zip(alpha, sigma, strict=True)]
     noise = noise_stream(seed, x) if eta > 0 else None
@@ -127,11 +121,11 @@ def edm_sde(
     s_noise: float = 1.0,
 ):
     """EDM stochastic sampler (Karras et al. 2022, Alg. 2): churn σ̃ up by γ, then a Heun step of the PF ODE."""
-    s_churn = _check_nonnegative(s_churn, "s_churn")
-    s_tmin, s_tmax = _check_nonnegative(s_tmin, "s_tmin"), _check_nonnegative(s_tmax, "s_tmax")
+    s_churn = check_nonnegative(s_churn, "s_churn")
+    s_tmin, s_tmax = check_nonnegative(s_tmin, "s_tmin"), check_nonnegative(s_tmax, "s_tmax")
     if s_tmax < s_tmin:
         raise ValueError(f"s_tmax must be >= s_tmin, got s_tmin={s_tmin!r}, s_tmax={s_tmax!r}")
-    s_noise = _check_nonnegative(s_noise, "s_noise")
+    s_noise = check_nonnegative(s_noise, "s_noise")
     steps = len(ts) - 1
     alpha, sigma = coefficients(sde, ts)
     ratio = [s / a for a, s in zip(alpha, sigma, strict=True)]

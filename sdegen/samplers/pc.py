@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from sdegen._checks import batch_time, check_positive
+from sdegen._checks import batch_time, check_int, check_positive
 from sdegen.grids import coefficients
 from sdegen.samplers._noise import noise_stream
 from sdegen.samplers.ddpm import transition
@@ -42,8 +42,7 @@ def pc(sde, score, x, ts, *, callback, seed, predictor: str = "euler", snr: floa
     if predictor not in PREDICTORS:
         raise ValueError(f"unknown predictor {predictor!r}; known: {list(PREDICTORS)}")
     snr = check_positive(snr, "snr")
-    if isinstance(corrector_steps, bool) or not isinstance(corrector_steps, int) or corrector_steps < 0:
-        raise ValueError(f"corrector_steps must be an integer >= 0, got {corrector_steps!r}")
+    corrector_steps = check_int(corrector_steps, "corrector_steps", 0)
     alpha, sigma = coefficients(sde, ts)
     noise, ts = noise_stream(seed, x), ts.tolist()
     for k in range(len(ts) - 1):

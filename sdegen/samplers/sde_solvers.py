@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torchsde
 
-from sdegen._checks import check_positive
+from sdegen._checks import check_int, check_positive
 from sdegen.grids import coefficients
 from sdegen.samplers._noise import NOISE, FloatTimeBrownian, GridBrownian, derive_seed
 from sdegen.score import tweedie
@@ -162,7 +162,6 @@ def reversible_heun(sde, score, x, ts, *, callback, seed, saved, resync_every: i
                     adaptive: bool = False, rtol: float = 1e-3, atol: float = 1e-3, dt_min: float = 1e-5,
                     brownian: str | None = None):  # fmt: skip
     """Reversible Heun (Kidger et al. 2021, Alg. 1), its second state resynchronised every `resync_every` steps."""
-    if isinstance(resync_every, bool) or not isinstance(resync_every, int) or resync_every < 0:
-        raise ValueError(f"resync_every must be an int >= 0 (0: never), got {resync_every!r}")
+    resync_every = check_int(resync_every, "resync_every (0: never)", 0)
     return _sdeint(sde, score, x, ts, callback, seed, saved, "reversible_heun", "stratonovich", adaptive=adaptive,
                    rtol=rtol, atol=atol, dt_min=dt_min, brownian=brownian, resync_every=resync_every)  # fmt: skip
