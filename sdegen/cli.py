@@ -82,13 +82,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a score model from a JSON config", formatter_class=fmt)
     p.add_argument("config", help="config file (JSON) or the name of a shipped config (mnist, toy, ...)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, dotted keys (repeatable), e.g. --set optim.lr=2e-4")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, dotted keys (repeatable), e.g. --set optim.lr=2e-4",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    p.add_argument("--no-resume", action="store_true",
-                   help="start afresh (refused over an existing run without --force)")
-    p.add_argument("--force", action="store_true",
-                   help="allow starting afresh over a run directory's files (with --no-resume, or with no checkpoint)")
+    p.add_argument(
+        "--no-resume", action="store_true", help="start afresh (refused over an existing run without --force)"
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="allow starting afresh over a run directory's files (with --no-resume, or with no checkpoint)",
+    )
 
     p = sub.add_parser("sample", help="sample from a model and write the trajectory", formatter_class=fmt)
     p.add_argument("model", help="checkpoint path or shipped model name (see `sdegen.model.shipped_models`)")
@@ -96,42 +106,88 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, default=500, help="number of solver steps")
     p.add_argument("--num-samples", type=_positive_int, default=64, help="number of samples")
     p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 <= seed < 2**63")
-    p.add_argument("--label", default=None, metavar="SPEC",
-                   help="labels of a conditional model: drawn (default: from the training class frequencies, "
-                        "a sample of p(x)), balanced, random, none (the null label), a class K or a list 0,1,2")
+    p.add_argument(
+        "--label",
+        default=None,
+        metavar="SPEC",
+        help="labels of a conditional model: drawn (default: from the training class frequencies, "
+        "a sample of p(x)), balanced, random, none (the null label), a class K or a list 0,1,2",
+    )
     p.add_argument("--guidance", type=_nonneg_float, default=0.0, help="classifier-free guidance weight w")
     p.add_argument("--save-every", type=_positive_int, default=None, help="save every k-th state (default ~50)")
     p.add_argument("--t-min", type=_positive_float, default=1e-3, help="last time of the reverse solve")
     p.add_argument("--denoise", action="store_true", help="finish with Tweedie's E[x0 | x_t_min] (1 NFE)")
-    p.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
-                   help="solver option (repeatable), e.g. --option snr=0.16 --option method=dopri5")
-    p.add_argument("--out", required=True, help="output netCDF file (streamed as OUT.partial until the run completes); "
-                   "under torchrun rank r of N writes OUT-0000r-of-0000N.nc (open all with sdegen.open_trajectory)")
+    p.add_argument(
+        "--option",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="solver option (repeatable), e.g. --option snr=0.16 --option method=dopri5",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output netCDF file (streamed as OUT.partial until the run completes); "
+        "under torchrun rank r of N writes OUT-0000r-of-0000N.nc (open all with sdegen.open_trajectory)",
+    )
     p.add_argument("--resume", action="store_true", help="skip when OUT (this rank's shard) is already complete")
-    p.add_argument("--chunking", default="time", choices=["time", "sample"],
-                   help="netCDF chunks: one saved state per chunk (time) or a block of sample paths (sample)")
-    p.add_argument("--compression", type=int, default=0, choices=range(10), metavar="LEVEL",
-                   help="zlib level 0..9 of the trajectory file (0: none)")
+    p.add_argument(
+        "--chunking",
+        default="time",
+        choices=["time", "sample"],
+        help="netCDF chunks: one saved state per chunk (time) or a block of sample paths (sample)",
+    )
+    p.add_argument(
+        "--compression",
+        type=int,
+        default=0,
+        choices=range(10),
+        metavar="LEVEL",
+        help="zlib level 0..9 of the trajectory file (0: none)",
+    )
 
     p = sub.add_parser("likelihood", help="bits/dim of test images through the PF ODE", formatter_class=fmt)
     p.add_argument("model", help="checkpoint path or shipped model name")
     p.add_argument("--data", required=True, help="directory with t10k-images-idx3-ubyte(.gz) (MNIST IDX files)")
-    p.add_argument("--num", "--num-images", dest="num", type=_positive_int, default=64,
-                   help="number of test images (under torchrun: --num-images; torchrun takes --num as --numa-binding)")
+    p.add_argument(
+        "--num",
+        "--num-images",
+        dest="num",
+        type=_positive_int,
+        default=64,
+        help="number of test images (under torchrun: --num-images; torchrun takes --num as --numa-binding)",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=32, help="images per ODE solve")
     p.add_argument("--rtol", type=_positive_float, default=1e-5, help="ODE relative tolerance")
     p.add_argument("--atol", type=_positive_float, default=1e-5, help="ODE absolute tolerance")
     p.add_argument("--probes", type=_positive_int, default=1, help="Hutchinson probes per image")
     at = p.add_mutually_exclusive_group()
-    at.add_argument("--t-min", type=_positive_float, default=None,
-                    help="time of the model density p_t_min (default: where sigma/alpha is a quarter 8-bit bin)")
-    at.add_argument("--t-min-bins", type=_positive_float, default=None,
-                    help="t_min where sigma/alpha is this many 8-bit bins (0.25 is the default t_min)")
-    p.add_argument("--clip-x0", action=argparse.BooleanOptionalAction, default=True,
-                   help="project the model's denoiser onto its data range (sdegen.score.clip_denoised)")
+    at.add_argument(
+        "--t-min",
+        type=_positive_float,
+        default=None,
+        help="time of the model density p_t_min (default: where sigma/alpha is a quarter 8-bit bin)",
+    )
+    at.add_argument(
+        "--t-min-bins",
+        type=_positive_float,
+        default=None,
+        help="t_min where sigma/alpha is this many 8-bit bins (0.25 is the default t_min)",
+    )
+    p.add_argument(
+        "--clip-x0",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="project the model's denoiser onto its data range (sdegen.score.clip_denoised)",
+    )
     p.add_argument("--seed", type=_seed, default=0, help="seed for probes and dequantisation, 0 <= seed < 2**63")
-    p.add_argument("--out", required=True, help="output netCDF file with per-image bits/dim (streamed as OUT.partial); "
-                   "under torchrun rank r of N streams its whole batches to OUT-0000r-of-0000N.nc, merged into OUT")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output netCDF file with per-image bits/dim (streamed as OUT.partial); "
+        "under torchrun rank r of N streams its whole batches to OUT-0000r-of-0000N.nc, merged into OUT",
+    )
     p.add_argument("--resume", action="store_true", help="skip the ranks whose result shard (or OUT) is complete")
 
     p = sub.add_parser("plot", help="plot a stored trajectory", formatter_class=fmt)
@@ -189,13 +245,30 @@ def cmd_sample(args) -> int:
     score = model.score_fn(labels=mine, guidance=args.guidance)
     save_every = args.save_every or max(1, args.steps // 50)
     t0 = time.perf_counter()
-    ds = sdegen.sample(model.sde, score, (args.num_samples, *model.data_shape), solver=args.solver, steps=args.steps,
-                       seed=args.seed, save_every=save_every, t_min=args.t_min, labels=labels, denoise=args.denoise,
-                       progress=True, score_source=model.sha256, data_range=model.data_range, out=args.out,
-                       resume=args.resume, chunking=args.chunking, compression=args.compression,
-                       extra_attrs={"guidance": float(args.guidance),
-                                    "label_spec": str(args.label or "drawn") if labels is not None else "none"},
-                       **options)
+    ds = sdegen.sample(
+        model.sde,
+        score,
+        (args.num_samples, *model.data_shape),
+        solver=args.solver,
+        steps=args.steps,
+        seed=args.seed,
+        save_every=save_every,
+        t_min=args.t_min,
+        labels=labels,
+        denoise=args.denoise,
+        progress=True,
+        score_source=model.sha256,
+        data_range=model.data_range,
+        out=args.out,
+        resume=args.resume,
+        chunking=args.chunking,
+        compression=args.compression,
+        extra_attrs={
+            "guidance": float(args.guidance),
+            "label_spec": str(args.label or "drawn") if labels is not None else "none",
+        },
+        **options,
+    )
     seconds = time.perf_counter() - t0
     print(f"{args.solver}: {ds.sizes['sample']} samples, NFE {ds.attrs['nfe']}, {seconds:.1f} s -> {out}")
     return 0
@@ -276,16 +349,31 @@ def cmd_likelihood(args) -> int:
             batch = images[i : i + args.batch_size]
             t0 = time.perf_counter()
             # Per-image noise: image i's dequantisation and probes depend on (seed, i) only, not on the split.
-            res = sdegen.bits_per_dim(model.sde, score, batch, data_range=model.data_range, seed=args.seed,
-                                      indices=range(i, i + len(batch)), rtol=args.rtol, atol=args.atol,
-                                      probes=args.probes, t_min=t_min)
+            res = sdegen.bits_per_dim(
+                model.sde,
+                score,
+                batch,
+                data_range=model.data_range,
+                seed=args.seed,
+                indices=range(i, i + len(batch)),
+                rtol=args.rtol,
+                atol=args.atol,
+                probes=args.probes,
+                t_min=t_min,
+            )
             seconds.append(time.perf_counter() - t0)
             bpd.append(res.bpd)
             nfe.append(res.nfe)
-            writer.append(bpd=res.bpd.double().numpy(), label=labels[i : i + len(batch)],
-                          nfe=np.full(len(batch), res.nfe), index=np.arange(i, i + len(batch)))
-            print(f"images {i}..{i + len(batch) - 1}: {res.bpd.mean():.4f} bits/dim, NFE {res.nfe}, "
-                  f"{seconds[-1] / len(batch):.2f} s per image")
+            writer.append(
+                bpd=res.bpd.double().numpy(),
+                label=labels[i : i + len(batch)],
+                nfe=np.full(len(batch), res.nfe),
+                index=np.arange(i, i + len(batch)),
+            )
+            print(
+                f"images {i}..{i + len(batch) - 1}: {res.bpd.mean():.4f} bits/dim, NFE {res.nfe}, "
+                f"{seconds[-1] / len(batch):.2f} s per image"
+            )
     except BaseException as err:
         writer.abort(err)
         raise
@@ -294,8 +382,10 @@ def cmd_likelihood(args) -> int:
                "bpd_mean": float(bpd.mean()),
                "bpd_stderr": float(bpd.std(ddof=1) / np.sqrt(len(bpd))) if len(bpd) > 1 else float("nan")}  # fmt: skip
     writer.close({**attrs, **summary}, complete=True)
-    print(f"bits/dim {summary['bpd_mean']:.4f} ± {summary['bpd_stderr']:.4f} over {len(bpd)} test images; "
-          f"NFE per batch {np.mean(nfe):.0f}; {summary['seconds_per_image']:.2f} s per image -> {out}")
+    print(
+        f"bits/dim {summary['bpd_mean']:.4f} ± {summary['bpd_stderr']:.4f} over {len(bpd)} test images; "
+        f"NFE per batch {np.mean(nfe):.0f}; {summary['seconds_per_image']:.2f} s per image -> {out}"
+    )
     return _merge_likelihood(args.out, block)
 
 
@@ -312,8 +402,7 @@ def cmd_plot(args) -> int:
 
     _io.check_output_file(args.out, "--out")
     ds = sdegen.open_trajectory(args.path)
-    with _io.atomic_path(args.out) as tmp:  # the temporary keeps the suffix that selects the format
-        plots.plot_kind(ds, args.kind, tmp)
+    plots.plot_kind(ds, args.kind, args.out)  # written atomically by sdegen.plots
     print(f"{args.kind} -> {args.out}")
     return 0
 
@@ -325,8 +414,7 @@ def cmd_demo(args) -> int:
     return run_demo(Path(args.out), num_samples=args.num_samples, seed=args.seed)
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "likelihood": cmd_likelihood, "plot": cmd_plot,
-            "demo": cmd_demo}
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "likelihood": cmd_likelihood, "plot": cmd_plot, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,13 +41,16 @@ def run_demo(out: Path, *, num_samples: int = 36, seed: int = 0) -> int:
     from sdegen import plots
     from sdegen.metrics import class_spread, predict_classes
     from sdegen.model import load_model
+    from sdegen.results import save_text
 
     out.mkdir(parents=True, exist_ok=True)
     model = load_model("mnist")
     labels = torch.arange(num_samples) % model.num_classes if model.num_classes else None
     score = model.score_fn(labels=labels, guidance=GUIDANCE if labels is not None else 0.0)
-    print(f"model: {model.path.name} ({model.config.sde.name} SDE, {model.config.net.name}, step {model.step}); "
-          f"{num_samples} digits per solver, seed {seed}")
+    print(
+        f"model: {model.path.name} ({model.config.sde.name} SDE, {model.config.net.name}, step {model.step}); "
+        f"{num_samples} digits per solver, seed {seed}"
+    )
     header = [
         "| solver | steps | NFE | seconds | class entropy | LeNet agrees with label |",
         "|---|---|---|---|---|---|",
@@ -56,10 +59,20 @@ def run_demo(out: Path, *, num_samples: int = 36, seed: int = 0) -> int:
     rows = []
     for solver, steps, options in DEMO_RUNS:
         t0 = time.perf_counter()
-        ds = sdegen.sample(model.sde, score, (num_samples, *model.data_shape), solver=solver, steps=steps or 1,
-                           seed=seed, save_every=max(1, (steps or 1) // 25), labels=labels,
-                           denoise=solver in ("euler", "pc"), score_source=model.sha256,
-                           data_range=model.data_range, **options)
+        ds = sdegen.sample(
+            model.sde,
+            score,
+            (num_samples, *model.data_shape),
+            solver=solver,
+            steps=steps or 1,
+            seed=seed,
+            save_every=max(1, (steps or 1) // 25),
+            labels=labels,
+            denoise=solver in ("euler", "pc"),
+            score_source=model.sha256,
+            data_range=model.data_range,
+            **options,
+        )
         seconds = time.perf_counter() - t0
         sdegen.save_trajectory(ds, out / f"{solver}.nc")
         plots.sample_grid(ds, out / f"{solver}.png")
@@ -67,14 +80,16 @@ def run_demo(out: Path, *, num_samples: int = 36, seed: int = 0) -> int:
         predicted = predict_classes(final)
         counts = torch.bincount(torch.from_numpy(predicted), minlength=10).numpy()
         agree = float((predicted == labels.numpy()).mean()) if labels is not None else float("nan")
-        rows.append(f"| {solver} | {ds.attrs['steps']} | {ds.attrs['nfe']} | {seconds:.1f} | "
-                    f"{class_spread(counts).entropy:.3f} | {agree:.2f} |")
+        rows.append(
+            f"| {solver} | {ds.attrs['steps']} | {ds.attrs['nfe']} | {seconds:.1f} | "
+            f"{class_spread(counts).entropy:.3f} | {agree:.2f} |"
+        )
         print(rows[-1], flush=True)  # each solver as it finishes
     plots.animation(sdegen.open_trajectory(out / "euler.nc"), out / "euler.gif")
     plots.component_paths(sdegen.open_trajectory(out / "euler.nc"), out / "euler_paths.png")
     likelihood = _likelihood_line()
     print("\n" + likelihood)
-    (out / "summary.md").write_text("\n".join([*header, *rows, "", likelihood]) + "\n")
+    save_text(out / "summary.md", "\n".join([*header, *rows, "", likelihood]) + "\n")
     print(f"\ntrajectories, grids (*.png), euler.gif and summary.md in {out}/")
     return 0
 
@@ -97,6 +112,8 @@ def _likelihood_line() -> str:
     score = clip_denoised(model.score_fn(), model.sde, model.data_range)
     res = sdegen.bits_per_dim(model.sde, score, images, data_range=model.data_range, seed=0, t_min=t_min)
     seconds = time.perf_counter() - t0
-    return (f"bits/dim of {LIKELIHOOD_IMAGES} test digits (model {LIKELIHOOD_MODEL}, t_min at "
-            f"{LIKELIHOOD_T_MIN_BINS} bin, clipped x0, Hutchinson, rtol=atol=1e-5): "
-            f"{res.bpd.mean():.3f}, NFE {res.nfe}, {seconds / LIKELIHOOD_IMAGES:.2f} s per image")
+    return (
+        f"bits/dim of {LIKELIHOOD_IMAGES} test digits (model {LIKELIHOOD_MODEL}, t_min at "
+        f"{LIKELIHOOD_T_MIN_BINS} bin, clipped x0, Hutchinson, rtol=atol=1e-5): "
+        f"{res.bpd.mean():.3f}, NFE {res.nfe}, {seconds / LIKELIHOOD_IMAGES:.2f} s per image"
+    )

@@ -159,7 +159,12 @@ def bits_per_dim(
     if variances[0] is not None:
         probe_stderr = torch.stack(variances).sum(0).sqrt() / len(variances) / (dim * math.log(2))
     return BitsPerDimResult(
-        bpd=bpd_draws.mean(0), bpd_draws=bpd_draws, logp=logp, bpd_probe_stderr=probe_stderr, nfe=nfe, offset=offset,
+        bpd=bpd_draws.mean(0),
+        bpd_draws=bpd_draws,
+        logp=logp,
+        bpd_probe_stderr=probe_stderr,
+        nfe=nfe,
+        offset=offset,
         t_min=float(t_min),
     )
 

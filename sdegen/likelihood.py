@@ -193,8 +193,13 @@ def per_item_probes(probe: str, probes: int, x: torch.Tensor, seed, indices) -> 
     if len(idx) != x.shape[0]:
         raise ValueError(f"indices must hold one index per item ({x.shape[0]}), got {len(idx)}")
     rows = [
-        draw_probes(probe, (probes, 1, *x.shape[1:]), torch.Generator().manual_seed(derive_seed(seed, PROBE_STREAM, i)),
-                    x.dtype, x.device)  # fmt: skip
+        draw_probes(
+            probe,
+            (probes, 1, *x.shape[1:]),
+            torch.Generator().manual_seed(derive_seed(seed, PROBE_STREAM, i)),
+            x.dtype,
+            x.device,
+        )  # fmt: skip
         for i in idx
     ]
     return torch.cat(rows, dim=1)

@@ -24,6 +24,7 @@ from matplotlib.animation import FuncAnimation, PillowWriter
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from sdegen._io import atomic_path
 from sdegen.trajectory import IMAGE_DIMS
 
 
@@ -34,9 +35,10 @@ def _figure(**kwargs) -> Figure:
 
 
 def _save(fig: Figure, out) -> Figure:
+    """Write fig to out atomically (`sdegen._io.atomic_path`; the temporary keeps the suffix: the format)."""
     if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=120, bbox_inches="tight")
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=120, bbox_inches="tight")
     return fig
 
 
@@ -154,7 +156,8 @@ def animation(ds: xr.Dataset, out, *, max_samples: int = 16, fps: int = 6, ncols
     anim = FuncAnimation(fig, update, frames=ds.sizes["time"], blit=False)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    anim.save(path, writer=PillowWriter(fps=fps))
+    with atomic_path(path) as tmp:
+        anim.save(tmp, writer=PillowWriter(fps=fps))
     return path
 
 

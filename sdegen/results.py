@@ -16,7 +16,7 @@ from pathlib import Path
 import netCDF4
 import numpy as np
 
-from sdegen._io import PartialFile, atomic_write_text, explain_write_error
+from sdegen._io import PartialFile, atomic_path, atomic_write_text, explain_write_error
 from sdegen.trajectory import netcdf_attrs, save_netcdf
 
 __all__ = ["ResultWriter", "save_results", "save_text"]
@@ -32,7 +32,15 @@ def save_text(path, text: str) -> Path:
     atomic_write_text(path, text)
     return Path(path)
 
+
 _NC_TYPES = {"f8": "f8", "f4": "f4", "i8": "i8"}
+
+
+def save_figure(fig, path, **kwargs) -> Path:
+    """Save a matplotlib figure atomically (the temporary keeps the suffix that selects the format)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, **kwargs)
+    return Path(path)
 
 
 class ResultWriter:

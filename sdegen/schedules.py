@@ -14,6 +14,8 @@ import math
 
 import torch
 
+from sdegen._checks import check_int
+
 
 def linear_betas(num_steps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """β_1..β_N evenly spaced from beta_start to beta_end (Ho et al. 2020 use 1e-4 → 0.02, N = 1000)."""
@@ -46,6 +48,5 @@ def get_betas(name: str, num_steps: int, **kwargs) -> torch.Tensor:
     return SCHEDULES[name](num_steps, **kwargs)
 
 
-def _check_steps(num_steps: int) -> None:
-    if not isinstance(num_steps, int) or num_steps < 2:
-        raise ValueError(f"num_steps must be an integer >= 2, got {num_steps!r}")
+def _check_steps(num_steps: int) -> int:
+    return check_int(num_steps, "num_steps", 2)

@@ -307,6 +307,9 @@ class ScoreModel(nn.Module):
             cond, uncond = both.chunk(2)
             return (1 + guidance) * cond - guidance * uncond
 
+        # The labels the score is conditioned on, per sample (None: the null label or a 0-d label for all);
+        # `sdegen.sample` checks them against the labels it is asked to store.
+        score.labels = torch.as_tensor(labels) if isinstance(labels, torch.Tensor) and labels.ndim == 1 else None
         return score
 
     def _labels(self, labels, x: torch.Tensor) -> torch.Tensor | None:

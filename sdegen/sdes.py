@@ -301,8 +301,9 @@ class _BetaLinear(AbstractSDE):
 
         With t_i = i/N, prod_{j<=i}(1 − β_j) → alpha(t_i)² as N → ∞ (Song et al. 2021, App. B).
         """
-        from sdegen.schedules import linear_betas
+        from sdegen.schedules import _check_steps, linear_betas
 
+        num_steps = _check_steps(num_steps)  # before dividing by it
         return linear_betas(num_steps, self.beta_min / num_steps, self.beta_max / num_steps)
 
 

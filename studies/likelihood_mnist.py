@@ -36,8 +36,18 @@ from sdegen.runtime import tune_allocator
 TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
 
 
-def evaluate(sde, score, images: torch.Tensor, *, data_range, batch_size: int = 32, dequant_draws: int = 1,
-             seed: int = 0, dtype: torch.dtype | None = None, **likelihood_kwargs) -> xr.Dataset:
+def evaluate(
+    sde,
+    score,
+    images: torch.Tensor,
+    *,
+    data_range,
+    batch_size: int = 32,
+    dequant_draws: int = 1,
+    seed: int = 0,
+    dtype: torch.dtype | None = None,
+    **likelihood_kwargs,
+) -> xr.Dataset:
     """Bits/dim of every image, in batches; one generator seeded once drives all dequantisation and probes.
 
     Args:
@@ -53,12 +63,21 @@ def evaluate(sde, score, images: torch.Tensor, *, data_range, batch_size: int = 
     bpd, stderr, logp, nfe, seconds = [], [], [], [], []
     for start in range(0, images.shape[0], batch_size):
         t0 = time.perf_counter()
-        result = sdegen.bits_per_dim(sde, score, images[start:start + batch_size], data_range=data_range,
-                                     dequant_draws=dequant_draws, seed=generator, dtype=dtype, **likelihood_kwargs)
+        result = sdegen.bits_per_dim(
+            sde,
+            score,
+            images[start : start + batch_size],
+            data_range=data_range,
+            dequant_draws=dequant_draws,
+            seed=generator,
+            dtype=dtype,
+            **likelihood_kwargs,
+        )
         seconds.append(time.perf_counter() - t0)
         bpd.append(result.bpd)
-        stderr.append(result.bpd_probe_stderr if result.bpd_probe_stderr is not None else torch.full_like(result.bpd,
-                                                                                                          np.nan))
+        stderr.append(
+            result.bpd_probe_stderr if result.bpd_probe_stderr is not None else torch.full_like(result.bpd, np.nan)
+        )
         logp.append(result.logp)
         nfe.append(result.nfe)
         t_min = result.t_min
@@ -80,14 +99,23 @@ def evaluate(sde, score, images: torch.Tensor, *, data_range, batch_size: int = 
     ds.attrs.update(sde.attrs())
     opts = {k: (v if isinstance(v, int | float) else str(v)) for k, v in likelihood_kwargs.items() if v is not None}
     ds.attrs.update({f"likelihood_{k}": v for k, v in {**opts, "t_min": t_min}.items()})
-    ds.attrs.update({
-        "data_range": f"{data_range[0]},{data_range[1]}", "batch_size": batch_size, "dequant_draws": dequant_draws,
-        "seed": seed, "num_images": n, "mean_bpd": float(ds.bpd.mean()),
-        "stderr_bpd": float(ds.bpd.std(ddof=1) / np.sqrt(n)) if n > 1 else np.nan,
-        "mean_probe_stderr": float(ds.bpd_probe_stderr.mean()), "nfe_total": int(sum(nfe)),
-        "seconds_total": float(sum(seconds)), "seconds_per_image": float(sum(seconds) / n),
-        "sdegen_version": sdegen.__version__, "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    })
+    ds.attrs.update(
+        {
+            "data_range": f"{data_range[0]},{data_range[1]}",
+            "batch_size": batch_size,
+            "dequant_draws": dequant_draws,
+            "seed": seed,
+            "num_images": n,
+            "mean_bpd": float(ds.bpd.mean()),
+            "stderr_bpd": float(ds.bpd.std(ddof=1) / np.sqrt(n)) if n > 1 else np.nan,
+            "mean_probe_stderr": float(ds.bpd_probe_stderr.mean()),
+            "nfe_total": int(sum(nfe)),
+            "seconds_total": float(sum(seconds)),
+            "seconds_per_image": float(sum(seconds) / n),
+            "sdegen_version": sdegen.__version__,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    )
     return ds
 
 
@@ -109,8 +137,9 @@ def write_results(ds: xr.Dataset, out: Path, model_name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--model", default="mnist", help="checkpoint path or shipped model name")
     p.add_argument("--data", default="../shared/data/mnist", help=f"folder holding {TEST_IMAGES}")
     p.add_argument("--num", type=int, default=256, help="test images to evaluate (the first N)")
@@ -126,8 +155,12 @@ def main(argv: list[str] | None = None) -> None:
     at = p.add_mutually_exclusive_group()
     at.add_argument("--t-min", type=float, default=None)
     at.add_argument("--t-min-bins", type=float, default=None, help="t_min where sigma/alpha is this many 8-bit bins")
-    p.add_argument("--clip-x0", action=argparse.BooleanOptionalAction, default=True,
-                   help="project the denoiser onto the data range (sdegen.score.clip_denoised)")
+    p.add_argument(
+        "--clip-x0",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="project the denoiser onto the data range (sdegen.score.clip_denoised)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("studies/results"))
     args = p.parse_args(argv)
@@ -150,14 +183,28 @@ def main(argv: list[str] | None = None) -> None:
     score = model.score_fn()
     if args.clip_x0:
         score = clip_denoised(score, model.sde, tuple(model.data_range))
-    ds = evaluate(model.sde, score, images, data_range=tuple(model.data_range), batch_size=args.batch_size,
-                  dequant_draws=args.dequant_draws, seed=args.seed, divergence=args.divergence, probes=probes,
-                  probe=args.probe, rtol=args.rtol, atol=args.atol, t_min=t_min)
+    ds = evaluate(
+        model.sde,
+        score,
+        images,
+        data_range=tuple(model.data_range),
+        batch_size=args.batch_size,
+        dequant_draws=args.dequant_draws,
+        seed=args.seed,
+        divergence=args.divergence,
+        probes=probes,
+        probe=args.probe,
+        rtol=args.rtol,
+        atol=args.atol,
+        t_min=t_min,
+    )
     ds.attrs["clip_x0"] = int(args.clip_x0)
     print(write_results(ds, args.out, str(args.model)))
     a = ds.attrs
-    print(f"bits/dim {a['mean_bpd']:.4f} ± {a['stderr_bpd']:.4f} over {a['num_images']} images; "
-          f"probe spread {a['mean_probe_stderr']:.4f}; NFE {a['nfe_total']}; {a['seconds_per_image']:.3f} s/image")
+    print(
+        f"bits/dim {a['mean_bpd']:.4f} ± {a['stderr_bpd']:.4f} over {a['num_images']} images; "
+        f"probe spread {a['mean_probe_stderr']:.4f}; NFE {a['nfe_total']}; {a['seconds_per_image']:.3f} s/image"
+    )
 
 
 if __name__ == "__main__":

@@ -60,8 +60,9 @@ def _timed(fn, repeats: int = 1):
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--probes", type=int, default=4)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -103,8 +104,10 @@ def main(argv=None) -> None:
     r = args.repeats
     record("1 probe", *_timed(lambda: log_likelihood(sde, net, x, probes=1, seed=0, **kw), r))
     record(f"{k} probes, shared", *_timed(lambda: log_likelihood(sde, net, x, probes=k, seed=0, **kw), r))
-    record(f"{k} probes, separate solves",
-           *_timed(lambda: [log_likelihood(sde, net, x, probes=1, seed=s, **kw) for s in range(k)], r))
+    record(
+        f"{k} probes, separate solves",
+        *_timed(lambda: [log_likelihood(sde, net, x, probes=1, seed=s, **kw) for s in range(k)], r),
+    )
     xk = x.repeat(k, 1, 1, 1)
     record(f"{k} probes, stacked batch", *_timed(lambda: log_likelihood(sde, net, xk, probes=1, seed=0, **kw), r))
 
@@ -123,8 +126,10 @@ def main(argv=None) -> None:
 
     table = ["| variant | NFE | seconds | s / image |", "|---|---|---|---|"]
     table += [f"| {n} | {nfe} | {s:.2f} | {s_img:.3f} |" for n, nfe, s, s_img in rows]
-    table += [f"\nBatch {args.batch} of {source}, VP SDE, untrained SmallConvScore, dopri5, rtol = atol = 1e-5, "
-              f"{args.threads} thread(s), device {device}, fastest of {r} runs. {note}."]
+    table += [
+        f"\nBatch {args.batch} of {source}, VP SDE, untrained SmallConvScore, dopri5, rtol = atol = 1e-5, "
+        f"{args.threads} thread(s), device {device}, fastest of {r} runs. {note}."
+    ]
     args.out.mkdir(parents=True, exist_ok=True)
     save_text(args.out / "likelihood_speed.md", "\n".join(table) + "\n")
     print("\n".join(table))

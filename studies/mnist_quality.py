@@ -39,8 +39,12 @@ def main() -> None:
     p.add_argument("--solver", default="euler")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--guidance", type=float, nargs="*", default=[0.0, 0.5], help="guidance weights (conditional)")
-    p.add_argument("--drawn-labels", action=argparse.BooleanOptionalAction, default=True,
-                   help="also sample with labels drawn from the training class frequencies (w = 0)")
+    p.add_argument(
+        "--drawn-labels",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also sample with labels drawn from the training class frequencies (w = 0)",
+    )
     p.add_argument("--unconditional", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="studies/results/mnist_quality")
@@ -68,10 +72,20 @@ def main() -> None:
     rows = []
     for name, labels, w in settings:
         t0 = time.perf_counter()
-        ds = sdegen.sample(model.sde, model.score_fn(labels=labels, guidance=w), (args.num, *model.data_shape),
-                           solver=args.solver, steps=args.steps, seed=args.seed, save_every=args.steps,
-                           labels=labels, denoise=True, data_range=model.data_range, score_source=model.sha256,
-                           progress=True)
+        ds = sdegen.sample(
+            model.sde,
+            model.score_fn(labels=labels, guidance=w),
+            (args.num, *model.data_shape),
+            solver=args.solver,
+            steps=args.steps,
+            seed=args.seed,
+            save_every=args.steps,
+            labels=labels,
+            denoise=True,
+            data_range=model.data_range,
+            score_source=model.sha256,
+            progress=True,
+        )
         seconds = time.perf_counter() - t0
         sdegen.save_trajectory(ds, out / f"samples_{name.replace(', ', '_').replace(' ', '_').replace('=', '')}.nc")
         x = np.clip(ds.x.isel(time=-1).values, *model.data_range)
@@ -90,8 +104,10 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, nfe, sec, sc, spread, agree in rows:
-        lines.append(f"| {name} | {nfe} | {sec:.0f} | {sc.mean():.2f} ± {sc.std():.2f} | {sc.mean() / yard.mean():.2f} "
-                     f"| {spread.entropy:.3f} | {spread.max_min_ratio:.2f} | {agree:.3f} |")
+        lines.append(
+            f"| {name} | {nfe} | {sec:.0f} | {sc.mean():.2f} ± {sc.std():.2f} | {sc.mean() / yard.mean():.2f} "
+            f"| {spread.entropy:.3f} | {spread.max_min_ratio:.2f} | {agree:.3f} |"
+        )
     table = "\n".join(lines)
     save_text(out / "mnist_quality.md", table + "\n")
     print(table)

@@ -111,8 +111,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15, help="timed bare forwards before and after each run")
     parser.add_argument("--device", default="cpu", help="torch device")
     parser.add_argument("--out", default="studies/results", help="output directory")
-    parser.add_argument("--default-allocator", action="store_true",
-                        help="keep glibc's malloc thresholds (by default raised, see sdegen.runtime)")
+    parser.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="keep glibc's malloc thresholds (by default raised, see sdegen.runtime)",
+    )
     args = parser.parse_args()
     if args.default_allocator:
         os.environ["SDEGEN_TUNE_ALLOCATOR"] = "0"  # before the library's first use (sdegen.runtime)

@@ -160,4 +160,3 @@ def test_checkpoint_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "c.pt").stat().st_mode & 0o777 == 0o640
-

@@ -16,15 +16,46 @@ SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 def test_sample_then_plot(tmp_path, capsys):
     out = tmp_path / "toy.nc"
-    assert main(["sample", "toy", "--solver", "euler", "--steps", "20", "--num-samples", "64", "--seed", "3",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "toy",
+                "--solver",
+                "euler",
+                "--steps",
+                "20",
+                "--num-samples",
+                "64",
+                "--seed",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     ds = sdegen.open_trajectory(out)
     assert ds.attrs["solver"] == "euler" and ds.attrs["nfe"] == 20 and ds.attrs["seed"] == 3
     assert ds.sizes["sample"] == 64 and ds.x.dims == ("time", "sample", "dim")
     # the same seed gives the same samples
     again = tmp_path / "again.nc"
-    main(["sample", "toy", "--solver", "euler", "--steps", "20", "--num-samples", "64", "--seed", "3",
-          "--out", str(again)])
+    main(
+        [
+            "sample",
+            "toy",
+            "--solver",
+            "euler",
+            "--steps",
+            "20",
+            "--num-samples",
+            "64",
+            "--seed",
+            "3",
+            "--out",
+            str(again),
+        ]
+    )
     np.testing.assert_array_equal(ds.x.values, sdegen.open_trajectory(again).x.values)
     for kind, suffix in [("grid", ".png"), ("paths", ".png"), ("marginals", ".png"), ("animation", ".gif")]:
         fig = tmp_path / f"{kind}{suffix}"
@@ -34,8 +65,27 @@ def test_sample_then_plot(tmp_path, capsys):
 
 def test_conditional_sample_with_guidance(tmp_path):
     out = tmp_path / "digits.nc"
-    assert main(["sample", "mnist", "--solver", "dpmpp_2m", "--steps", "5", "--num-samples", "3", "--label", "7",
-                 "--guidance", "1.5", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "mnist",
+                "--solver",
+                "dpmpp_2m",
+                "--steps",
+                "5",
+                "--num-samples",
+                "3",
+                "--label",
+                "7",
+                "--guidance",
+                "1.5",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     ds = sdegen.open_trajectory(out)
     assert list(ds.label.values) == [7, 7, 7] and ds.attrs["guidance"] == 1.5
     assert ds.x.dims == ("time", "sample", "channel", "height", "width")
@@ -69,10 +119,14 @@ def test_bad_label_arguments(argv, message, tmp_path, monkeypatch):
     assert not (tmp_path / "x.nc").exists() and not (tmp_path / "x.nc.partial").exists()  # refused before work
 
 
-@pytest.mark.parametrize("argv", [["sample", "toy", "--steps", "0", "--out", "x.nc"],
-                                  ["sample", "toy", "--solver", "nope", "--out", "x.nc"],
-                                  ["likelihood", "toy", "--data", ".", "--t-min", "0.01", "--t-min-bins", "0.1",
-                                   "--out", "x.nc"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sample", "toy", "--steps", "0", "--out", "x.nc"],
+        ["sample", "toy", "--solver", "nope", "--out", "x.nc"],
+        ["likelihood", "toy", "--data", ".", "--t-min", "0.01", "--t-min-bins", "0.1", "--out", "x.nc"],
+    ],
+)
 def test_bad_options_rejected_by_parser(argv, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
@@ -83,8 +137,27 @@ def test_bad_options_rejected_by_parser(argv, capsys):
 @pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="needs the MNIST test split in ../shared/data/mnist")
 def test_likelihood_command(tmp_path, capsys):
     out = tmp_path / "bpd.nc"
-    assert main(["likelihood", "mnist-likelihood", "--data", str(SHARED_MNIST), "--num", "2", "--batch-size", "2",
-                 "--rtol", "1e-2", "--atol", "1e-2", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "likelihood",
+                "mnist-likelihood",
+                "--data",
+                str(SHARED_MNIST),
+                "--num",
+                "2",
+                "--batch-size",
+                "2",
+                "--rtol",
+                "1e-2",
+                "--atol",
+                "1e-2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     import xarray as xr
 
     ds = xr.open_dataset(out)
@@ -97,8 +170,28 @@ def test_likelihood_command(tmp_path, capsys):
 @pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="needs the MNIST test split in ../shared/data/mnist")
 def test_likelihood_command_t_min_in_bins(tmp_path):
     out = tmp_path / "bpd.nc"
-    assert main(["likelihood", "mnist-likelihood", "--data", str(SHARED_MNIST), "--num", "1", "--t-min-bins",
-                 "0.125", "--no-clip-x0", "--rtol", "1e-2", "--atol", "1e-2", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "likelihood",
+                "mnist-likelihood",
+                "--data",
+                str(SHARED_MNIST),
+                "--num",
+                "1",
+                "--t-min-bins",
+                "0.125",
+                "--no-clip-x0",
+                "--rtol",
+                "1e-2",
+                "--atol",
+                "1e-2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     import xarray as xr
 
     sde = load_model("mnist-likelihood").sde

@@ -58,7 +58,6 @@ OLD = b"an earlier result that must survive\n"
 ATTRS = {"sdegen_version": "test", "sde": "vp", "solver": "euler", "steps": 1, "nfe": 0, "seed": 0, "t_min": 1e-3}
 
 
-
 def _sysfs_refuses() -> bool:
     try:
         _io.check_output_file(READ_ONLY / "x.nc")
@@ -153,8 +152,10 @@ def test_sample_api_killed_at_a_random_point(tmp_path, seed):
 @pytest.mark.parametrize("seed", [3, pytest.param(4, marks=pytest.mark.slow)])
 def test_sample_cli_streams_and_a_kill_leaves_the_partial_file(tmp_path, seed):
     out = _earlier(tmp_path / "x.nc")
-    code = (f"import sys; from sdegen.cli import main; sys.exit(main(['sample', 'toy', '--steps', '60000', "
-            f"'--num-samples', '16', '--seed', '{seed}', '--out', {str(out)!r}]))")
+    code = (
+        f"import sys; from sdegen.cli import main; sys.exit(main(['sample', 'toy', '--steps', '60000', "
+        f"'--num-samples', '16', '--seed', '{seed}', '--out', {str(out)!r}]))"
+    )
     proc = _spawn(code)
     _kill_when(proc, tmp_path / "x.nc.partial", seed, 1.5)
     assert out.read_bytes() == OLD
@@ -166,9 +167,11 @@ def test_sample_cli_streams_and_a_kill_leaves_the_partial_file(tmp_path, seed):
 @needs_mnist
 def test_likelihood_cli_killed_keeps_the_rows_so_far(tmp_path):
     out = _earlier(tmp_path / "ll.nc")
-    code = (f"import sys; from sdegen.cli import main; sys.exit(main(['likelihood', 'mnist-likelihood-fast', "
-            f"'--data', {str(MNIST)!r}, '--num', '40', '--batch-size', '1', '--rtol', '1e-2', '--atol', '1e-2', "
-            f"'--out', {str(out)!r}]))")
+    code = (
+        f"import sys; from sdegen.cli import main; sys.exit(main(['likelihood', 'mnist-likelihood-fast', "
+        f"'--data', {str(MNIST)!r}, '--num', '40', '--batch-size', '1', '--rtol', '1e-2', '--atol', '1e-2', "
+        f"'--out', {str(out)!r}]))"
+    )
     proc = _spawn(code, stdout=subprocess.PIPE)
     proc.stdout.readline()  # "images 0..0: ... bits/dim": printed once the row is on disk
     _kill_when(proc, tmp_path / "ll.nc.partial", 5, 0.6)
@@ -199,8 +202,9 @@ def test_training_killed_at_a_random_point_resumes(tmp_path, seed):
     step = read_checkpoint(run / "checkpoint.pt").state["step"]  # intact: atomic writes
     with (run / "metrics.jsonl").open("a") as f:
         f.write('{"step": 99999, "lo')  # what a kill in the middle of a metrics line leaves
-    result = train(tiny_config(run, f"steps={step + 5}", "checkpoint_every=10", "val_every=0", "log_every=3"),
-                   progress=False)
+    result = train(
+        tiny_config(run, f"steps={step + 5}", "checkpoint_every=10", "val_every=0", "log_every=3"), progress=False
+    )
     assert result.step == step + 5
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert lines[-1]["step"] == step + 5 and all(x["step"] <= step + 5 for x in lines)
@@ -284,10 +288,36 @@ def test_training_disk_full_keeps_the_last_checkpoint(tmp_path, monkeypatch, cap
     train(tiny_config(tmp_path, "steps=4"), progress=False)
     before = (tmp_path / "checkpoint.pt").read_bytes()
     _full_disk_on_checkpoint(monkeypatch, after=0)
-    code = main(["train", "toy", "--set", "net.mlp.hidden=16", "--set", "net.mlp.depth=1", "--set", "batch_size=32",
-                 "--set", "data.num_samples=400", "--set", "data.val_size=64", "--set", "optim.warmup_steps=3",
-                 "--set", "log_every=2", "--set", "val_every=4", "--set", "checkpoint_every=4", "--set", "device=cpu",
-                 "--set", f"out_dir={tmp_path}", "--set", "steps=8"])
+    code = main(
+        [
+            "train",
+            "toy",
+            "--set",
+            "net.mlp.hidden=16",
+            "--set",
+            "net.mlp.depth=1",
+            "--set",
+            "batch_size=32",
+            "--set",
+            "data.num_samples=400",
+            "--set",
+            "data.val_size=64",
+            "--set",
+            "optim.warmup_steps=3",
+            "--set",
+            "log_every=2",
+            "--set",
+            "val_every=4",
+            "--set",
+            "checkpoint_every=4",
+            "--set",
+            "device=cpu",
+            "--set",
+            f"out_dir={tmp_path}",
+            "--set",
+            "steps=8",
+        ]
+    )
     assert code == EXIT_NO_SPACE
     assert f"{tmp_path / 'checkpoint.pt'}: No space left on device" in _one_line(capsys.readouterr().err)
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
@@ -393,9 +423,30 @@ def test_api_sample_to_a_read_only_place_fails_before_work():
 
 # -- training divergence -------------------------------------------------------------------------------------
 def test_divergence_stops_before_writing_nan_weights(tmp_path, capsys):
-    code = main(["train", "toy", "--set", "steps=2", "--set", "log_every=1", "--set", "optim.lr=1e30",
-                 "--set", "net.mlp.hidden=16", "--set", "net.mlp.depth=1", "--set", "data.num_samples=400",
-                 "--set", "data.val_size=64", "--set", "batch_size=32", "--set", f"out_dir={tmp_path}"])
+    code = main(
+        [
+            "train",
+            "toy",
+            "--set",
+            "steps=2",
+            "--set",
+            "log_every=1",
+            "--set",
+            "optim.lr=1e30",
+            "--set",
+            "net.mlp.hidden=16",
+            "--set",
+            "net.mlp.depth=1",
+            "--set",
+            "data.num_samples=400",
+            "--set",
+            "data.val_size=64",
+            "--set",
+            "batch_size=32",
+            "--set",
+            f"out_dir={tmp_path}",
+        ]
+    )
     assert code == EXIT_DIVERGED
     line = _one_line(capsys.readouterr().err)
     assert "diverged" in line and "no checkpoint was written" in line
@@ -464,9 +515,24 @@ def test_run_directory_without_checkpoint_is_refused_unless_forced(tmp_path, cap
 def test_no_resume_over_a_finished_run_is_refused_unless_forced(tmp_path, capsys):
     train(tiny_config(tmp_path, "steps=2"), progress=False)
     before = (tmp_path / "checkpoint.pt").read_bytes()
-    base = ["train", "toy", "--set", f"out_dir={tmp_path}", "--set", "steps=2", "--set", "net.mlp.hidden=16",
-            "--set", "net.mlp.depth=1", "--set", "data.num_samples=400", "--set", "batch_size=32",
-            "--set", "data.val_size=64"]
+    base = [
+        "train",
+        "toy",
+        "--set",
+        f"out_dir={tmp_path}",
+        "--set",
+        "steps=2",
+        "--set",
+        "net.mlp.hidden=16",
+        "--set",
+        "net.mlp.depth=1",
+        "--set",
+        "data.num_samples=400",
+        "--set",
+        "batch_size=32",
+        "--set",
+        "data.val_size=64",
+    ]
     assert main([*base, "--no-resume"]) == EXIT_BUSY
     assert "would overwrite" in _one_line(capsys.readouterr().err)
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
@@ -561,8 +627,22 @@ def test_log_likelihood_of_an_empty_batch_is_named():
 
 
 def test_option_with_a_bad_value_names_the_option(tmp_path, capsys):
-    code = main(["sample", "toy", "--solver", "ode", "--steps", "5", "--num-samples", "4", "--option", "rtol=abc",
-                 "--out", str(tmp_path / "x.nc")])
+    code = main(
+        [
+            "sample",
+            "toy",
+            "--solver",
+            "ode",
+            "--steps",
+            "5",
+            "--num-samples",
+            "4",
+            "--option",
+            "rtol=abc",
+            "--out",
+            str(tmp_path / "x.nc"),
+        ]
+    )
     assert code == EXIT_USAGE
     assert "rtol must be a finite number > 0, got 'abc'" in _one_line(capsys.readouterr().err)
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # a partial file without any state is not kept
@@ -593,7 +673,13 @@ def test_dry_run_into_a_closed_pipe_exits_quietly():
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
         f"{sys.executable} -m sdegen.cli train toy --dry-run | head -c 1 > /dev/null; echo ${{PIPESTATUS[0]}}",
-        shell=True, executable="/bin/bash", capture_output=True, text=True, env=env, cwd=REPO, timeout=120,
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
     )
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
     assert proc.stdout.strip() in ("0", str(_io.EXIT_BROKEN_PIPE))
@@ -622,13 +708,21 @@ def test_resumed_run_logs_the_loss_of_a_full_window(tmp_path, monkeypatch):
     assert losses(full) == losses(split)  # step 8 averages steps 5..8 in both, not 7..8 after the resume
 
 
-@pytest.mark.xfail(reason="NaN in init is checked in sdegen.samplers.api (not yet): blamed on the score", strict=False)
 def test_nan_in_init_is_named():
     with pytest.raises(ValueError, match="init contains"):
         sdegen.sample(sdegen.VPSDE(), _score, (2, 2), steps=2, seed=0, init=torch.full((2, 2), float("nan")))
 
 
-@pytest.mark.xfail(reason="sdegen.sdes.discrete_betas(0) is not checked yet", strict=False)
 def test_discrete_betas_of_zero_steps_is_named():
     with pytest.raises(ValueError, match="num_steps"):
         sdegen.VPSDE().discrete_betas(0)
+
+
+def test_labels_must_match_the_labels_the_score_is_conditioned_on():
+    model = sdegen.load_model("mnist")
+    y = torch.tensor([1, 2])
+    score = model.score_model.score_fn(y)
+    with pytest.raises(ValueError, match="conditioned on"):
+        sdegen.sample(model.sde, score, (2, 1, 28, 28), steps=1, seed=0, labels=[2, 1])
+    ds = sdegen.sample(model.sde, score, (2, 1, 28, 28), steps=1, seed=0, labels=[1, 2])
+    assert ds.label.values.tolist() == [1, 2]

@@ -231,8 +231,16 @@ def test_bits_per_dim_offset_matches_hand_calculation(data_range, offset):
     g = Gaussian(torch.full((1, 2, 2), (lo + hi) / 2, dtype=torch.float64), torch.full((1, 2, 2), (hi - lo) / 3))
     sde = sdegen.VPSDE()
     kw = {"divergence": "exact", "rtol": 1e-6, "atol": 1e-6}
-    result = bits_per_dim(sde, g.score_fn(sde), images, data_range=data_range, dequant_draws=2, dequant_noise=noise,
-                          dtype=torch.float64, **kw)
+    result = bits_per_dim(
+        sde,
+        g.score_fn(sde),
+        images,
+        data_range=data_range,
+        dequant_draws=2,
+        dequant_noise=noise,
+        dtype=torch.float64,
+        **kw,
+    )
     assert result.offset == offset
     # By hand: y = lo + (hi − lo)(k + u)/256, bpd = −log q(y)/(D ln 2) + 8 − log2(hi − lo), D = 4.
     y = lo + (hi - lo) * (images.double()[None] + noise) / 256
@@ -244,8 +252,9 @@ def test_bits_per_dim_offset_matches_hand_calculation(data_range, offset):
     assert math.isclose(result.mean, float(hand.mean()), abs_tol=TOL) and result.bpd_probe_stderr is None
     # The same images given as floats on the data range's 8-bit grid give the same answer.
     as_float = lo + (hi - lo) * images.double() / 255
-    again = bits_per_dim(sde, g.score_fn(sde), as_float, data_range=data_range, dequant_draws=2, dequant_noise=noise,
-                         **kw)
+    again = bits_per_dim(
+        sde, g.score_fn(sde), as_float, data_range=data_range, dequant_draws=2, dequant_noise=noise, **kw
+    )
     torch.testing.assert_close(again.bpd, result.bpd, rtol=0, atol=1e-12)
 
 
@@ -289,8 +298,9 @@ def test_bits_per_dim_probe_stderr_and_nfe():
     g = Gaussian(torch.full((6,), 0.5, dtype=torch.float64), torch.full((6,), 0.2, dtype=torch.float64))
     sde = sdegen.VPSDE()
     images = torch.randint(0, 256, (4, 6), generator=torch.Generator().manual_seed(1))
-    result = bits_per_dim(sde, g.score_fn(sde), images, dequant_draws=2, seed=0, probes=4, probe="gaussian",
-                          dtype=torch.float64)
+    result = bits_per_dim(
+        sde, g.score_fn(sde), images, dequant_draws=2, seed=0, probes=4, probe="gaussian", dtype=torch.float64
+    )
     # Two draws, each stderr σ_m/(D ln 2) on its bpd: the mean's is √(σ_1² + σ_2²)/2/(D ln 2).
     assert result.bpd_probe_stderr.shape == (4,) and bool((result.bpd_probe_stderr > 0).all())
     assert result.nfe > 0 and result.nfe % 6 == 4  # two dopri5 solves, each 6·steps + 2
@@ -437,15 +447,27 @@ def test_study_core_on_gaussian(tmp_path):
     g = Gaussian(torch.full(shape, 0.5, dtype=torch.float64), torch.full(shape, 0.25, dtype=torch.float64))
     sde = sdegen.VPSDE()
     images = torch.randint(0, 256, (5, *shape), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
-    opts = {"divergence": "hutchinson", "probes": 3, "probe": "gaussian", "rtol": 1e-4, "atol": 1e-4,
-            "t_min": T_MIN}
-    ds = study.evaluate(sde, g.score_fn(sde), images, data_range=(0.0, 1.0), batch_size=2, dequant_draws=1, seed=0,
-                        dtype=torch.float64, **opts)
+    opts = {"divergence": "hutchinson", "probes": 3, "probe": "gaussian", "rtol": 1e-4, "atol": 1e-4, "t_min": T_MIN}
+    ds = study.evaluate(
+        sde,
+        g.score_fn(sde),
+        images,
+        data_range=(0.0, 1.0),
+        batch_size=2,
+        dequant_draws=1,
+        seed=0,
+        dtype=torch.float64,
+        **opts,
+    )
     assert ds.sizes["image"] == 5 and ds.sizes["batch"] == 3
     # Same generator stream as one bits_per_dim call per batch of the same size.
     gen = torch.Generator().manual_seed(0)
-    ref = torch.cat([bits_per_dim(sde, g.score_fn(sde), images[i:i + 2], seed=gen, dtype=torch.float64, **opts).bpd
-                     for i in range(0, 5, 2)])
+    ref = torch.cat(
+        [
+            bits_per_dim(sde, g.score_fn(sde), images[i : i + 2], seed=gen, dtype=torch.float64, **opts).bpd
+            for i in range(0, 5, 2)
+        ]
+    )
     torch.testing.assert_close(torch.from_numpy(ds["bpd"].values), ref)
     assert int(ds["nfe"].sum()) == ds.attrs["nfe_total"] > 0
     table = study.write_results(ds, tmp_path, "gaussian")

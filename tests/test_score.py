@@ -195,6 +195,7 @@ def _box_score(sde, lo, hi):
 
 def _x0_score(sde, x0):
     """The score whose denoiser is exactly the given x0 (any values, in range or not)."""
+
     def score(x, t):
         tt = torch.as_tensor(t, dtype=x.dtype).expand(x.shape[0])
         return (batch_view(sde.mean_scale(tt), x) * x0 - x) / batch_view(sde.marginal_std(tt), x) ** 2

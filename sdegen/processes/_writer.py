@@ -2,18 +2,19 @@
 
 Records go to `<path>.partial` through `netCDF4.Dataset` on an unlimited `time` dimension, with `sync()` after
 each record, so a run that dies leaves a readable partial file (attr `complete` = 0). `finish` writes the
-final attributes (`complete` = 1) and renames the file onto `path` atomically (`os.replace`).
+final attributes (`complete` = 1) and renames the file onto `path` atomically. The file's life (lock,
+`.partial`, fsync and rename) is `sdegen._io.PartialFile`, as for `sdegen.sample`'s streams.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import netCDF4
 import numpy as np
 import xarray as xr
 
+from sdegen._io import PartialFile
 from sdegen.trajectory import netcdf_attrs
 
 
@@ -22,8 +23,8 @@ class StreamingWriter:
 
     def __init__(self, path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.partial = self.path.with_name(self.path.name + ".partial")
+        self._file = PartialFile(self.path, "trajectory")
+        self.partial = self._file.partial
         self._nc: netCDF4.Dataset | None = None
 
     def _create(self, ds: xr.Dataset) -> None:
@@ -56,16 +57,20 @@ class StreamingWriter:
         nc.sync()
 
     def finish(self, path: Path, attrs: dict) -> None:
-        """Write the final attributes, close and rename onto `path`."""
+        """Write the final attributes, close and rename onto the target (`path`, the writer's own)."""
         if self._nc is None:
             raise RuntimeError("nothing was written")
+        if Path(path) != self.path:
+            raise ValueError(f"finish({path}) on a writer of {self.path}")
         self._nc.setncatts(netcdf_attrs({**attrs, "complete": 1}))
         self._nc.close()
         self._nc = None
-        os.replace(self.partial, path)
+        self._file.commit()
 
     def abort(self) -> None:
-        """Close the partial file (kept for inspection, `complete` = 0)."""
+        """Close the partial file (kept for inspection, `complete` = 0; removed if it holds no record)."""
+        had_records = self._nc is not None
         if self._nc is not None:
             self._nc.close()
             self._nc = None
+        self._file.abort(discard=not had_records)

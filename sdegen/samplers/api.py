@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from sdegen._checks import check_int, resolve_seed
+from sdegen._checks import check_finite, check_int, resolve_seed
 from sdegen.grids import coefficients
 from sdegen.runtime import tune_allocator_once
 from sdegen.samplers._noise import prior_sample, sample_offset
@@ -20,6 +20,19 @@ from sdegen.samplers.registry import SOLVERS
 from sdegen.score_guard import GuardedScore
 from sdegen.sdes import AbstractSDE
 from sdegen.trajectory import TrajectoryWriter, make_trajectory
+
+
+def _check_conditioning(score, labels) -> None:
+    """Refuse labels to store that differ from those the score says it is conditioned on (`score.labels`,
+    set by `ScoreModel.score_fn` for per-sample labels)."""
+    conditioned = getattr(score, "labels", None)
+    if labels is None or not isinstance(conditioned, torch.Tensor):
+        return
+    if conditioned.shape != labels.shape or not np.array_equal(conditioned.cpu().numpy(), labels):
+        raise ValueError(
+            f"labels {labels[:8].tolist()}... differ from the labels the score is conditioned on "
+            f"{conditioned[:8].tolist()}...; build the score with the labels you store"
+        )
 
 
 def _save_indices(steps: int, save_every: int | None) -> tuple[int, ...]:
@@ -150,6 +163,7 @@ def sample(
     seed = resolve_seed(seed)  # None: fresh entropy, recorded in the attrs
     part = local_part(shape, labels, init, out, split, solver, opts)  # this rank's block of a split run
     shape, labels, init, out, offset = part.shape, part.labels, part.init, part.out, part.offset
+    _check_conditioning(score, labels)
     device = torch.device("cpu") if device is None else torch.device(device)
     ts = info.grid(sde, steps, t_min, **{k: opts[k] for k in info.grid_options})
     alpha, sigma = coefficients(sde, ts)
@@ -161,6 +175,7 @@ def sample(
     else:
         if not isinstance(init, torch.Tensor) or tuple(init.shape) != shape:
             raise ValueError(f"init must be a tensor of shape {shape}, got {getattr(init, 'shape', type(init))}")
+        check_finite(init, "init")  # not the score's fault when it meets a NaN start
         x = init.detach().to(dtype=dtype, device=device).clone()
 
     tune_allocator_once()  # ~25% faster CPU forwards (sdegen.runtime)

@@ -155,7 +155,8 @@ milstein = _method(
 srk = _method("srk", "ito", "Stochastic Runge–Kutta, Rößler 2010 (SIAM J. Numer. Anal. 48) SRID2, strong order 1.5.")
 heun = _method("heun", "stratonovich", "Stochastic Heun on the Stratonovich form (Rümelin 1982, SIAM J. Numer. Anal.).")
 midpoint = _method(
-    "midpoint", "stratonovich", "Stochastic midpoint rule (Burrage, Burrage & Tian 2004, Proc. R. Soc. A).")
+    "midpoint", "stratonovich", "Stochastic midpoint rule (Burrage, Burrage & Tian 2004, Proc. R. Soc. A)."
+)
 
 
 def reversible_heun(sde, score, x, ts, *, callback, seed, saved, resync_every: int = RESYNC_EVERY,
