@@ -14,6 +14,9 @@ Expected output: a Markdown table (also written to OUT/scale_out.md) with
     file size).
 Throughput is measured inside the ranks (the time `sample` / the likelihood batches take), so process start
 and imports, identical for 1 and 2 ranks, do not dilute the ratio; end-to-end wall times are shown too.
+The bare baseline, measured in the same run, is the machine's own ceiling: matrix products in two independent
+processes against one (no sdegen, no communication). On virtual cores that share a physical one, or a
+loaded host, it is well below 2, and the ranks' ratio should be read against it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+
+from sdegen.results import save_text
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -43,6 +48,27 @@ def _run(cmd: list[str], cwd: Path, malloc_arenas: bool = False) -> tuple[str, f
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     return proc.stdout + proc.stderr, wall
+
+
+_BURN = (
+    "import time, torch\n"
+    "torch.set_num_threads(1)\n"
+    "a = torch.randn(512, 512)\n"
+    "t0, n = time.perf_counter(), 0\n"
+    "while time.perf_counter() - t0 < {seconds}:\n"
+    "    a @ a\n"
+    "    n += 1\n"
+    "print(n)\n"
+)
+
+
+def bare_ceiling(seconds: float = 8.0) -> float:
+    """Matrix products per second of two independent processes over one: the machine's parallel ceiling."""
+    code = _BURN.format(seconds=seconds)
+    one = int(subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True).stdout)
+    procs = [subprocess.Popen([PY, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    two = sum(int(p.communicate()[0]) for p in procs)
+    return two / one
 
 
 def sampling(ranks: int, num: int, steps: int, work: Path) -> tuple[float, float]:
@@ -145,13 +171,14 @@ def main() -> None:
     if "memory" in args.parts:
         rows += memory(args, work)
     table = "\n".join(rows)
-    (work / "scale_out.md").write_text(table + "\n")
+    save_text(work / "scale_out.md", table + "\n")
     print(textwrap.dedent(table))
 
 
 def throughput(args, work: Path) -> list[str]:
     rows = [f"load average before: {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} cores", ""]
     rows += ["| measurement | 1 rank | 2 ranks | ratio |", "|---|---|---|---|"]
+    rows.append(f"| bare baseline: 512×512 matmuls, 2 independent processes over 1 | | | {bare_ceiling():.2f} |")
     s1, w1 = sampling(1, args.samples, args.steps, work)
     s2, w2 = sampling(2, args.samples, args.steps, work)
     rows.append(f"| sampling, samples/s (toy, euler, {args.steps} steps, {args.samples} samples) | {s1:.0f} | {s2:.0f} "
