@@ -14,7 +14,8 @@ it times seconds per 1,000 samples at 20 NFE, batch 250: sdegen's dpmpp_2m again
 (the table) to `--out`.
 
 diffusers ends at σ = 0 (its last step returns the x0 prediction, no extra NFE); sdegen's solvers end at
-t_min = 10⁻³ (residual noise sigma(t_min) ≈ 0.01 for VP) unless `--denoise` (one more NFE, counted).
+t_min = 10⁻³ (residual noise sigma(t_min) ≈ 0.01 for VP) unless `--denoise` (the final Tweedie step, counted within
+the NFE budget: one step fewer).
 """
 
 from __future__ import annotations
@@ -36,8 +37,7 @@ from sdegen.metrics import class_spread, fld_reference, fld_score, predict_class
 from sdegen.model import load_model
 from sdegen.results import save_results, save_text
 from sdegen.runtime import tune_allocator
-from sdegen.samplers import SOLVERS
-from sdegen.samplers._noise import sample_offset
+from sdegen.samplers import SOLVERS, sample_offset
 
 NFE_BUDGETS = (10, 20, 50)  # the headline budgets of few-step samplers (issue 14)
 REFERENCE_SEEDS = range(5)  # reference draws per FLD; their spread is the FLD's sampling noise
@@ -57,7 +57,7 @@ SPEED_NFE, SPEED_BATCH = 20, 250  # the issue's speed setting: seconds per 1,000
 
 def sdegen_run(model, labels, n, batch, solver, opts, nfe, seed, denoise):
     """Final samples (n, *data_shape) of an sdegen solver at NFE budget `nfe`, in batches; (x, nfe, seconds)."""
-    steps = max(1, nfe // SOLVERS[solver].evals_per_step)
+    steps = max(1, (nfe - int(denoise)) // SOLVERS[solver].evals_per_step)  # the denoise counts in the budget
     xs, used, t0 = [], 0, time.perf_counter()
     for start in range(0, n, batch):
         size = min(batch, n - start)

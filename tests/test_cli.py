@@ -198,3 +198,31 @@ def test_likelihood_command_t_min_in_bins(tmp_path):
     t = xr.open_dataset(out).attrs["t_min"]
     assert xr.open_dataset(out).attrs["clip_x0"] == 0
     assert t == default_t_min(sde, (0.0, 1.0), bins=0.125) < default_t_min(sde, (0.0, 1.0))
+
+
+@pytest.mark.parametrize(
+    ("label", "expected"),
+    [(None, None), ("balanced", [0, 1, 2, 3, 4, 5]), ("none", [10] * 6), ("3,1", [3, 1, 3, 1, 3, 1])],
+)
+def test_sample_labels_default_to_draws_from_the_class_frequencies(label, expected, tmp_path):
+    out = tmp_path / "d.nc"
+    argv = [
+        "sample",
+        "mnist",
+        "--solver",
+        "ddim",
+        "--steps",
+        "1",
+        "--num-samples",
+        "6",
+        "--seed",
+        "4",
+        "--out",
+        str(out),
+    ]
+    assert main(argv + ([] if label is None else ["--label", label])) == 0
+    ds = sdegen.open_trajectory(out)
+    assert ds.attrs["label_spec"] == (label or "drawn")
+    if expected is None:  # drawn per sample from (seed, i): the same labels as the API's
+        expected = load_model("mnist").labels("drawn", 6, seed=4).tolist()
+    assert ds.label.values.tolist() == expected

@@ -143,3 +143,14 @@ def test_label_specs():
 def test_bad_label_specs(spec, match):
     with pytest.raises((ValueError, TypeError), match=match):
         resolve_labels(spec, 4, 3)
+
+
+def test_sample_offsets_nest_so_batches_keep_their_global_streams():
+    from sdegen.samplers import sample_offset
+
+    whole = sdegen.sample(VP, MIX.score_fn(VP), (6, 2), solver="euler", steps=3, seed=2).x.values[-1]
+    parts = []
+    for start in (0, 3):
+        with sample_offset(start):
+            parts.append(sdegen.sample(VP, MIX.score_fn(VP), (3, 2), solver="euler", steps=3, seed=2).x.values[-1])
+    np.testing.assert_array_equal(np.concatenate(parts), whole)

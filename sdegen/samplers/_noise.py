@@ -58,10 +58,11 @@ _OFFSET: contextvars.ContextVar[int] = contextvars.ContextVar("sdegen_sample_off
 
 @contextlib.contextmanager
 def sample_offset(start: int) -> Iterator[None]:
-    """Within the block, per-sample streams of local sample j are those of global sample start + j."""
+    """Within the block, per-sample streams of local sample j are those of sample start + j of the enclosing
+    block (offsets add up: a batch of a split run inside a caller's own offset keeps its global index)."""
     if isinstance(start, bool) or not isinstance(start, int) or start < 0:
         raise ValueError(f"sample offset must be an integer >= 0, got {start!r}")
-    token = _OFFSET.set(start)
+    token = _OFFSET.set(_OFFSET.get() + start)
     try:
         yield
     finally:
