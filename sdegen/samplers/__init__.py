@@ -1,8 +1,9 @@
 """Samplers: `sample` drives any solver in the `SOLVERS` registry and records the path.
 
 Families (one module each): torchsde reverse-SDE methods (`sde_solvers`), predictor–corrector (`pc`),
-torchdiffeq probability-flow ODE (`ode`), DDPM/DDIM for the VP family (`ddpm`), and fast PF-ODE solvers
-(`fast_ode`) and their stochastic variants (`fast_sde`). Every sampler is a plain function fn(sde, score, x, ts, *, callback, ...) (see `registry`).
+torchdiffeq probability-flow ODE (`ode`), DDPM/DDIM for the VP family (`ddpm`), fast PF-ODE solvers
+(`fast_ode`) and their stochastic variants (`fast_sde`). Every sampler is a plain function
+fn(sde, score, x, ts, *, callback, ...) (see `registry`).
 """
 
 from sdegen.samplers._noise import sample_offset
