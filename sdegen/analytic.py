@@ -120,6 +120,31 @@ class GaussianMixture:
         score.__qualname__ = f"exact score of {self!r} under {sde!r}"
         return score
 
+    # -- classes: component k is class k -------------------------------------------------------------------
+    def component(self, k: int) -> "GaussianMixture":
+        """The class-conditional distribution p(x0 | y = k) = N(μ_k, diag(s_k²)), as a one-component mixture."""
+        if not 0 <= int(k) < self.num_components:
+            raise ValueError(f"component must lie in [0, {self.num_components}), got {k}")
+        return GaussianMixture(torch.ones(1), self.means[k : k + 1], self.stds[k : k + 1])
+
+    def class_log_posterior(self, sde, x: torch.Tensor, t: Time) -> torch.Tensor:
+        """log p_t(y = k | x_t = x) = log w_k + log N_k,t(x) − log p_t(x), (batch, K) in nats (float64): the exact
+        noise-conditional classifier of the labelled mixture, for classifier guidance."""
+        means, stds = self._marginal_params(sde, x, t)
+        comp = _component_log_probs(x.double().unsqueeze(1), means, stds) + torch.log(self.weights)
+        return comp - comp.logsumexp(1, keepdim=True)
+
+    def class_logits_fn(self, sde):
+        """The exact classifier as a callable classifier(x, t) → (batch, K) log-probabilities (differentiable in x),
+        the shape `sdegen.guidance.classifier_guidance` takes."""
+
+        def classifier(x: torch.Tensor, t: Time) -> torch.Tensor:
+            return self.class_log_posterior(sde, x, t)
+
+        classifier.num_classes = self.num_components
+        classifier.data_shape = self.data_shape
+        return classifier
+
     def _marginal_params(self, sde, x: torch.Tensor, t: Time):
         check_batched(x)
         if tuple(x.shape[1:]) != self.data_shape:

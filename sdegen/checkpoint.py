@@ -170,8 +170,8 @@ def read_checkpoint(path: str | os.PathLike, kind: str | tuple[str, ...] | None 
     return Checkpoint(path, raw["kind"], raw["config"], state, raw["sha256"])
 
 
-def checkpoint_kind(path: str | os.PathLike) -> str | None:
-    """The kind of an sdegen checkpoint file, read without loading tensors or running code; None for other files."""
+def _head(path: str | os.PathLike) -> dict | None:
+    """The file's dict without its tensors (read without running code); None for anything not an sdegen checkpoint."""
     try:
         with zipfile.ZipFile(path) as z:
             pickles = [n for n in z.namelist() if n.endswith("/data.pkl")]
@@ -180,7 +180,22 @@ def checkpoint_kind(path: str | os.PathLike) -> str | None:
         return None
     if not isinstance(head, dict) or head.get("format") != FORMAT or head.get("kind") not in KINDS:
         return None
-    return head["kind"]
+    return head
+
+
+def checkpoint_kind(path: str | os.PathLike) -> str | None:
+    """The kind of an sdegen checkpoint file, read without loading tensors or running code; None for other files."""
+    head = _head(path)
+    return None if head is None else head["kind"]
+
+
+def checkpoint_config(path: str | os.PathLike) -> dict | None:
+    """The stored config (parsed JSON) of an sdegen checkpoint, read without loading tensors; None if unreadable."""
+    head = _head(path)
+    try:
+        return json.loads(head["config"]) if head is not None else None
+    except (TypeError, json.JSONDecodeError):
+        return None
 
 
 class _Skeleton(pickle.Unpickler):

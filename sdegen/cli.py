@@ -114,6 +114,21 @@ def build_parser() -> argparse.ArgumentParser:
         "a sample of p(x)), balanced, random, none (the null label), a class K or a list 0,1,2",
     )
     p.add_argument("--guidance", type=_nonneg_float, default=0.0, help="classifier-free guidance weight w")
+    p.add_argument(
+        "--classifier",
+        default=None,
+        metavar="NAME",
+        help="classifier guidance by this noise-conditional classifier (file or shipped name, e.g. mnist-classifier): "
+        "the score model runs unconditionally (the null label of a conditional model) and --label names the "
+        "target classes (default: drawn from the training frequencies, random for an unconditional model)",
+    )
+    p.add_argument(
+        "--classifier-weight",
+        type=_nonneg_float,
+        default=1.0,
+        metavar="W",
+        help="classifier guidance weight w: score + w·∇ log p(y | x_t, t)",
+    )
     p.add_argument("--save-every", type=_positive_int, default=None, help="save every k-th state (default ~50)")
     p.add_argument("--t-min", type=_positive_float, default=1e-3, help="last time of the reverse solve")
     p.add_argument("--denoise", action="store_true", help="finish with Tweedie's E[x0 | x_t_min] (1 NFE)")
@@ -239,10 +254,13 @@ def cmd_sample(args) -> int:
             labels = model.labels(args.label or "drawn", args.num_samples, seed=args.seed)
         except (ValueError, TypeError) as err:
             raise SystemExit(f"error: --label {args.label}: {err}") from None
-    elif args.label is not None or args.guidance:
+    elif args.guidance or (args.label is not None and not args.classifier):
         raise SystemExit(f"error: model {args.model!r} is unconditional; --label/--guidance need a conditional model")
     mine = labels if labels is None or block is None else labels[block.start : block.stop]
     score = model.score_fn(labels=mine, guidance=args.guidance)
+    guide_attrs = {}
+    if args.classifier:
+        labels, mine, score, guide_attrs = _classifier_guided(args, model, block)
     save_every = args.save_every or max(1, args.steps // 50)
     t0 = time.perf_counter()
     ds = sdegen.sample(
@@ -266,12 +284,47 @@ def cmd_sample(args) -> int:
         extra_attrs={
             "guidance": float(args.guidance),
             "label_spec": str(args.label or "drawn") if labels is not None else "none",
+            **guide_attrs,
         },
         **options,
     )
     seconds = time.perf_counter() - t0
-    print(f"{args.solver}: {ds.sizes['sample']} samples, NFE {ds.attrs['nfe']}, {seconds:.1f} s -> {out}")
+    extra = f" (+ {score.classifier_evals} classifier gradients)" if args.classifier else ""
+    print(f"{args.solver}: {ds.sizes['sample']} samples, NFE {ds.attrs['nfe']}{extra}, {seconds:.1f} s -> {out}")
     return 0
+
+
+def _classifier_guided(args, model, block):
+    """(labels, this rank's labels, guided score, attrs) for `sample --classifier`: score of the unconditional model
+    (null label) + w·∇ log p(y | x_t, t) with the classifier's target labels y."""
+    from sdegen.classifier import load_classifier
+    from sdegen.guidance import classifier_guidance
+    from sdegen.labels import resolve_labels
+
+    if args.guidance:
+        raise SystemExit("error: --classifier and --guidance are two kinds of guidance: use one of them")
+    clf = load_classifier(args.classifier)
+    if tuple(clf.data_shape) != tuple(model.data_shape):
+        raise ValueError(
+            f"--classifier {args.classifier}: trained on data of shape {clf.data_shape}, "
+            f"the model {args.model!r} on {tuple(model.data_shape)}"
+        )
+    if model.num_classes is not None and model.num_classes != clf.num_classes:
+        raise ValueError(f"--classifier has {clf.num_classes} classes, the model {model.num_classes}")
+    try:
+        if model.num_classes:
+            labels = model.labels(args.label or "drawn", args.num_samples, seed=args.seed)
+        else:
+            labels = resolve_labels(args.label or "random", args.num_samples, clf.num_classes, seed=args.seed)
+    except (ValueError, TypeError) as err:
+        raise SystemExit(f"error: --label {args.label}: {err}") from None
+    if (labels >= clf.num_classes).any():
+        raise SystemExit("error: --label none: classifier guidance needs target classes")
+    mine = labels if block is None else labels[block.start : block.stop]
+    unconditional = model.score_fn("none") if model.num_classes else model.score_fn()
+    guided = classifier_guidance(unconditional, clf, mine, args.classifier_weight)
+    attrs = {"classifier": clf.sha256, "classifier_weight": float(args.classifier_weight)}
+    return labels, mine, guided, attrs
 
 
 def _rank_block(total: int, what: str = "samples"):

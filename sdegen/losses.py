@@ -38,6 +38,11 @@ and for the β-linear SDEs t = 2B/(βmin + √(βmin² + 2(βmax − βmin)B)) (
 Every loss takes (model, sde, x0) and keyword options; randomness comes from `generator`, or from
 explicit `u` (batch,) uniforms for t and `noise` shaped like x0 (the training loop draws them for the
 whole global batch so that data-parallel runs match single-process ones).
+
+Self-conditioning (Chen, Zhang & Hinton 2022, Alg. 1): for a model with `parametrisation.self_condition`,
+`self_cond` (batch,) bool says which samples see the model's own x0 estimate, from a first pass without
+gradient at the same (x_t, t); the others see zeros (the training loop draws it with probability ½). The
+loss is that of the second pass; None means zeros for all.
 """
 
 from __future__ import annotations
@@ -113,33 +118,53 @@ def _sq_mean(d: torch.Tensor) -> torch.Tensor:
     return d.float().pow(2).flatten(1).mean(1)
 
 
-def dsm_loss(model, sde, x0, *, generator=None, t_min=1e-5, labels=None, u=None, noise=None) -> torch.Tensor:
+def dsm_loss(
+    model, sde, x0, *, generator=None, t_min=1e-5, labels=None, u=None, noise=None, self_cond=None
+) -> torch.Tensor:
     """Denoising score matching with λ = sigma²: sigma²·‖s_θ(x_t, t) + ε/sigma‖², t ~ U[t_min, 1]. (batch,)."""
     t, noise, xt, _, sigma = _draw(sde, x0, generator, t_min, u, noise, uniform_time)
-    return _sq_mean(sigma * model(xt, t, labels, output="score") + noise)
+    return _sq_mean(sigma * _predict(model, xt, t, labels, "score", self_cond) + noise)
 
 
-def eps_mse_loss(model, sde, x0, *, generator=None, t_min=1e-5, labels=None, u=None, noise=None) -> torch.Tensor:
+def eps_mse_loss(
+    model, sde, x0, *, generator=None, t_min=1e-5, labels=None, u=None, noise=None, self_cond=None
+) -> torch.Tensor:
     """‖ε_θ(x_t, t) − ε‖², t ~ U[t_min, 1] (Ho et al. 2020). (batch,)."""
     t, noise, xt, _, _ = _draw(sde, x0, generator, t_min, u, noise, uniform_time)
-    return _sq_mean(model(xt, t, labels, output="eps") - noise)
+    return _sq_mean(_predict(model, xt, t, labels, "eps", self_cond) - noise)
 
 
-def x0_mse_loss(model, sde, x0, *, generator=None, t_min=1e-5, labels=None, u=None, noise=None) -> torch.Tensor:
+def x0_mse_loss(
+    model, sde, x0, *, generator=None, t_min=1e-5, labels=None, u=None, noise=None, self_cond=None
+) -> torch.Tensor:
     """‖x0_θ(x_t, t) − x0‖², t ~ U[t_min, 1]. (batch,)."""
     t, noise, xt, _, _ = _draw(sde, x0, generator, t_min, u, noise, uniform_time)
-    return _sq_mean(model(xt, t, labels, output="x0") - x0)
+    return _sq_mean(_predict(model, xt, t, labels, "x0", self_cond) - x0)
 
 
-def v_mse_loss(model, sde, x0, *, generator=None, t_min=1e-5, labels=None, u=None, noise=None, time_map=uniform_time):
+def v_mse_loss(
+    model,
+    sde,
+    x0,
+    *,
+    generator=None,
+    t_min=1e-5,
+    labels=None,
+    u=None,
+    noise=None,
+    time_map=uniform_time,
+    self_cond=None,
+):
     """‖v_θ(x_t, t) − v‖² with v = (alpha·σ_d·ε − (sigma/σ_d)·x0)/c, t ~ U[t_min, 1]. (batch,)."""
     t, noise, xt, alpha, sigma = _draw(sde, x0, generator, t_min, u, noise, time_map)
     sigma_data = _unwrap(model).parametrisation.sigma_data
     target = (alpha * sigma_data * noise - sigma / sigma_data * x0) / v_norm(alpha, sigma, sigma_data)
-    return _sq_mean(model(xt, t, labels, output="v") - target)
+    return _sq_mean(_predict(model, xt, t, labels, "v", self_cond) - target)
 
 
-def edm_loss(model, sde, x0, *, generator=None, t_min=1e-5, labels=None, u=None, noise=None) -> torch.Tensor:
+def edm_loss(
+    model, sde, x0, *, generator=None, t_min=1e-5, labels=None, u=None, noise=None, self_cond=None
+) -> torch.Tensor:
     """EDM's loss (Karras et al. 2022, eq. 2 with λ(σ̃) = (σ̃² + σ_d²)/(σ̃·σ_d)² and ln σ̃ ~ N(−1.2, 1.2²)). (batch,).
 
     In x/alpha the EDM-weighted x0 error λ·‖x0_θ − x0‖² equals the v error ‖v_θ − v‖² (both are the error of
@@ -147,16 +172,33 @@ def edm_loss(model, sde, x0, *, generator=None, t_min=1e-5, labels=None, u=None,
     which put the training effort at the noise levels that decide image quality (σ̃ ≈ 0.1–1).
     """
     return v_mse_loss(model, sde, x0, generator=generator, t_min=t_min, labels=labels, u=u, noise=noise,
-                      time_map=lognormal_time)  # fmt: skip
+                      time_map=lognormal_time, self_cond=self_cond)  # fmt: skip
 
 
-def likelihood_loss(model, sde, x0, *, generator=None, t_min=1e-5, labels=None, u=None, noise=None) -> torch.Tensor:
+def likelihood_loss(
+    model, sde, x0, *, generator=None, t_min=1e-5, labels=None, u=None, noise=None, self_cond=None
+) -> torch.Tensor:
     """Likelihood weighting λ = g² with t ~ q ∝ g²/sigma²: ½·Z·‖sigma·s_θ + ε‖² (module docstring). (batch,).
 
     Its mean times the data dimension estimates ½∫_{t_min}^1 g²·E‖s_θ − ∇ log p_0t‖² dt in nats.
     """
     t, noise, xt, _, sigma = _draw(sde, x0, generator, t_min, u, noise, likelihood_time)
-    return 0.5 * likelihood_normaliser(sde, t_min) * _sq_mean(sigma * model(xt, t, labels, output="score") + noise)
+    return (
+        0.5
+        * likelihood_normaliser(sde, t_min)
+        * _sq_mean(sigma * _predict(model, xt, t, labels, "score", self_cond) + noise)
+    )
+
+
+def _predict(model, xt, t, labels, output: str, self_cond: torch.Tensor | None) -> torch.Tensor:
+    """The model's `output` at (xt, t, labels); with `self_cond`, x0_prev is the model's own estimate from a first
+    pass without gradient (through the unwrapped model) where self_cond is true and zeros elsewhere."""
+    if self_cond is None:
+        return model(xt, t, labels, output=output)
+    with torch.no_grad():
+        estimate = _unwrap(model)(xt, t, labels, output="x0")
+    x0_prev = torch.where(batch_view(self_cond, xt), estimate, torch.zeros_like(estimate))
+    return model(xt, t, labels, output=output, x0_prev=x0_prev)
 
 
 def _unwrap(model) -> ScoreModel:

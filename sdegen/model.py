@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sdegen.checkpoint import CheckpointError, checkpoint_kind, read_checkpoint
+from sdegen.checkpoint import CheckpointError, checkpoint_config, checkpoint_kind, read_checkpoint
 from sdegen.labels import resolve_labels
 
 MODEL_DIR = Path(__file__).parent / "models"
@@ -67,7 +67,7 @@ class Model:
         freq = self.class_frequencies if isinstance(spec, str) and spec.strip().lower() == "drawn" else None
         return resolve_labels(spec, num, self.num_classes, class_frequencies=freq, seed=seed)
 
-    def score_fn(self, labels=None, guidance: float = 0.0, *, seed: int = 0):
+    def score_fn(self, labels=None, guidance: float = 0.0, *, seed: int = 0, self_condition: str = "carry"):
         """score(x, t) for samplers.
 
         For a class-conditional model `labels` defaults to "drawn": label i drawn from the training class
@@ -75,22 +75,25 @@ class Model:
         "none" is the null label (the weaker unconditional mode), and any spec of `sdegen.labels` works.
         `guidance` is the classifier-free guidance weight w (score = (1 + w)·s(x, y) − w·s(x, ∅)).
         String and list specs are resolved per batch size at the first call, sample i by (seed, i).
+        `self_condition` says where a self-conditioned model's x0 estimate comes from
+        (`sdegen.score.ScoreModel.score_fn`: "carry" for samplers, "two_pass" for likelihoods).
         """
+        sc = {"self_condition": self_condition}
         if self.num_classes is None:
             if labels is not None:
                 raise ValueError(f"{self.path.name} is an unconditional model: it takes no labels")
-            return self.score_model.score_fn(None, guidance)
+            return self.score_model.score_fn(None, guidance, **sc)
         if isinstance(labels, torch.Tensor | np.ndarray | int | np.integer) and not isinstance(labels, bool):
             if isinstance(labels, int | np.integer):
                 labels = self.labels(int(labels), 1)[0]  # range-checked
-            return self.score_model.score_fn(torch.as_tensor(labels), guidance)
+            return self.score_model.score_fn(torch.as_tensor(labels), guidance, **sc)
         spec = "drawn" if labels is None else labels
         per_batch: dict[int, object] = {}
 
         def score(x: torch.Tensor, t) -> torch.Tensor:
             n = x.shape[0]
             if n not in per_batch:
-                per_batch[n] = self.score_model.score_fn(self.labels(spec, n, seed=seed), guidance)
+                per_batch[n] = self.score_model.score_fn(self.labels(spec, n, seed=seed), guidance, **sc)
             return per_batch[n](x, t)
 
         self.labels(spec, 1, seed=seed)  # a bad spec fails here, not at the first score evaluation
@@ -109,7 +112,21 @@ class Model:
 
 def shipped_models() -> list[str]:
     """Names of the score models shipped in sdegen/models/ (other files there, e.g. the LeNet, are skipped)."""
-    return sorted(p.stem for p in MODEL_DIR.glob("*.pt") if checkpoint_kind(p) in ("training", "model"))
+    return sorted(
+        p.stem for p in MODEL_DIR.glob("*.pt") if checkpoint_kind(p) in ("training", "model") and not _is_classifier(p)
+    )
+
+
+def shipped_classifiers() -> list[str]:
+    """Names of the noise-conditional classifiers shipped in sdegen/models/ (`sdegen.classifier.load_classifier`)."""
+    return sorted(
+        p.stem for p in MODEL_DIR.glob("*.pt") if checkpoint_kind(p) in ("training", "model") and _is_classifier(p)
+    )
+
+
+def _is_classifier(path: Path) -> bool:
+    config = checkpoint_config(path) or {}
+    return bool(config.get("classifier", {}).get("train", False)) if isinstance(config, dict) else False
 
 
 def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
@@ -139,6 +156,8 @@ def load_model(name_or_path: str | os.PathLike, map_location: str | torch.device
         config = config_from_dict(json.loads(ck.config_json))
     except (ConfigError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{ck.path}: stored config is invalid ({e})") from e
+    if config.classifier.train:
+        raise CheckpointError(f"{ck.path}: is a noise-conditional classifier; load it with sdegen.load_classifier")
     st = ck.state
     try:
         with torch.random.fork_rng(devices=[]):  # the throw-away init must not advance the caller's global RNG

@@ -37,6 +37,12 @@ level, and the learned probability-flow velocity at high noise becomes rough eno
 solver took 2000 of its 2400 steps at t > 0.5 (measured on MNIST); damped, they vanish smoothly once
 sigma/alpha exceeds about 1/(2f).
 
+Self-conditioning (Chen, Zhang & Hinton 2022, "Analog Bits", Sec. 3.1): with `self_condition=True` the
+network also sees a previous estimate of x0, as x0_prev/σ_d concatenated along dim 1 after everything else
+(C more input channels). Training feeds zeros half the time and, the other half, the model's own estimate
+from a first pass without gradient (`sdegen.losses`); a sampler's score carries the estimate of its last
+evaluation into the next one (`ScoreModel.score_fn`), and a fresh run starts from zeros.
+
 Time input: the network's scalar input is ln(sigma/alpha) (`time_input="log_sigma"`, the log
 noise-to-signal ratio, which makes the denoising problem the same for every SDE at equal
 sigma/alpha; clamped below at ln 1e-12 so t = 0 stays finite) or the SDE time t itself ("t").
@@ -51,8 +57,10 @@ import torch
 from torch import nn
 
 from sdegen._checks import Time, as_time, batch_view, check_batched, check_data_range
+from sdegen.guidance import combine_cfg
 
 KINDS = ("score", "eps", "x0", "v")
+SELF_CONDITION_MODES = ("carry", "two_pass", "none")
 TIME_INPUTS = ("log_sigma", "t")
 OUTPUTS = ("raw", "score", "eps", "x0", "v")
 
@@ -185,6 +193,7 @@ class Parametrisation:
         time_input: "log_sigma" (network input ln(sigma/alpha)) or "t" (the SDE time).
         input_frequencies: frequencies f (cycles per unit of x/alpha) of the input Fourier features, or ()
             for none; the net then needs 2·len(input_frequencies)·C extra input channels.
+        self_condition: the net also takes the previous x0 estimate (C more input channels; module docstring).
     """
 
     kind: str = "eps"
@@ -192,6 +201,12 @@ class Parametrisation:
     sigma_data: float = 0.5
     time_input: str = "log_sigma"
     input_frequencies: tuple[float, ...] = ()
+    self_condition: bool = False
+
+    @property
+    def extra_channels_per_channel(self) -> int:
+        """Input channels per data channel beyond c_in·x: the Fourier features and the self-conditioning input."""
+        return 2 * len(self.input_frequencies) + int(self.self_condition)
 
     def __post_init__(self):
         # The one validation of a parametrisation (the training config's `score` section is checked here too).
@@ -202,6 +217,7 @@ class Parametrisation:
             "input_frequencies": None
             if all(math.isfinite(f) and f > 0 for f in self.input_frequencies)
             else f"must be finite numbers > 0, got {list(self.input_frequencies)}",
+            "self_condition": None if isinstance(self.self_condition, bool) else "must be true or false",
         }
         for field, problem in problems.items():
             if problem is not None:
@@ -246,27 +262,44 @@ class ScoreModel(nn.Module):
             return t.to(x.dtype)  # no range check on accelerators: it would synchronise (see `coefficients`)
         return as_time(t, x, self.sde.T)
 
-    def forward(self, x: torch.Tensor, t: Time, y: torch.Tensor | None = None, output: str = "score") -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: Time,
+        y: torch.Tensor | None = None,
+        output: str = "score",
+        x0_prev: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The requested output at (x, t, y) (a tuple of outputs for a tuple of names, from one network call);
+        `x0_prev` is the previous x0 estimate of a self-conditioned model (shaped like x; None = zeros, "no
+        estimate"), refused by other models."""
         check_batched(x)
-        if output not in OUTPUTS:
-            raise ValueError(f"unknown output {output!r}; known: {list(OUTPUTS)}")
+        outputs = (output,) if isinstance(output, str) else tuple(output)
+        for o in outputs:
+            if o not in OUTPUTS:
+                raise ValueError(f"unknown output {o!r}; known: {list(OUTPUTS)}")
         p = self.parametrisation
+        if x0_prev is not None and not p.self_condition:
+            raise ValueError("x0_prev given to a model without self-conditioning (parametrisation.self_condition)")
         tt, alpha, sigma = self.coefficients(x, t)
         c = v_norm(alpha, sigma, p.sigma_data)
         x_in = x / c if p.precondition else x
         if p.input_frequencies:
             x_in = torch.cat([x_in, input_fourier_features(x, alpha, sigma, p.input_frequencies)], dim=1)
+        if p.self_condition:
+            if x0_prev is None:
+                x0_prev = torch.zeros_like(x)
+            elif x0_prev.shape != x.shape:
+                raise ValueError(f"x0_prev must be shaped like x {tuple(x.shape)}, got {tuple(x0_prev.shape)}")
+            x_in = torch.cat([x_in, x0_prev.to(x_in.dtype) / p.sigma_data], dim=1)
         if p.time_input == "t":
             c_noise = tt
         else:
             c_noise = torch.log((sigma / alpha).flatten().clamp_min(1e-12))
-        out = self.net(x_in, c_noise, y).to(x.dtype)
-        if output == "raw":
-            return out
-        kind = p.kind
-        if kind == "score" and p.precondition:  # the net predicts sigma·score
-            out = out / sigma
-        return convert(kind, out, x, alpha, sigma, p.sigma_data, output)
+        raw = self.net(x_in, c_noise, y).to(x.dtype)
+        out = raw / sigma if p.kind == "score" and p.precondition else raw  # the net predicts sigma·score
+        results = tuple(raw if o == "raw" else convert(p.kind, out, x, alpha, sigma, p.sigma_data, o) for o in outputs)
+        return results[0] if isinstance(output, str) else results
 
     def score(self, x: torch.Tensor, t: Time, y: torch.Tensor | None = None) -> torch.Tensor:
         """∇ₓ log p_t(x | y), shaped like x."""
@@ -276,16 +309,21 @@ class ScoreModel(nn.Module):
         """The denoiser x0_hat = E[x0 | x_t = x, y], shaped like x."""
         return self(x, t, y, output="x0")
 
-    def score_fn(self, labels: int | torch.Tensor | None = None, guidance: float = 0.0):
+    def score_fn(self, labels: int | torch.Tensor | None = None, guidance: float = 0.0, *, self_condition="carry"):
         """A callable score(x, t) for samplers, optionally class-conditional with classifier-free guidance.
 
-        score = (1 + w)·s(x, t, y) − w·s(x, t, ∅) (Ho & Salimans 2022), evaluated as one batched
-        network call of twice the batch when w ≠ 0.
+        score = (1 + w)·s(x, t, y) − w·s(x, t, ∅) (Ho & Salimans 2022, `sdegen.guidance.combine_cfg`),
+        evaluated as one batched network call of twice the batch when w ≠ 0.
 
         Args:
             labels: None (unconditional, i.e. ∅ for a conditional net), an int for every sample, or a
                 (batch,) long tensor.
             guidance: the guidance weight w ≥ 0; needs labels.
+            self_condition: for a self-conditioned model, where x0_prev comes from: "carry" (the x0 estimate
+                of the previous call, as a sampler steps; zeros at the first call and whenever a call is at
+                t = T, where every run starts, or its batch differs), "two_pass" (a first pass with zeros at
+                the same (x, t): a function of (x, t) alone, for likelihoods, at twice the cost) or "none"
+                (always zeros). Ignored by other models.
         """
         if guidance < 0 or not math.isfinite(guidance):
             raise ValueError(f"guidance must be a finite number >= 0, got {guidance}")
@@ -293,19 +331,37 @@ class ScoreModel(nn.Module):
             raise ValueError("labels given but the model is unconditional (num_classes=None)")
         if guidance and labels is None:
             raise ValueError("classifier-free guidance needs labels")
+        if self_condition not in SELF_CONDITION_MODES:
+            raise ValueError(f"self_condition must be one of {list(SELF_CONDITION_MODES)}, got {self_condition!r}")
+        mode = self_condition if self.parametrisation.self_condition else "none"
 
         if labels is not None:  # validate once, not at every score evaluation
             self._labels(labels, torch.empty(torch.as_tensor(labels).reshape(-1).shape[0]))
+        carried: dict[str, torch.Tensor] = {}  # "carry": the x0 estimate of the last call (per network batch)
+
+        def network(x: torch.Tensor, tt: torch.Tensor, y) -> torch.Tensor:
+            """The score of one (possibly doubled) batch, feeding and updating the x0 estimate as `mode` says."""
+            if mode == "none":
+                return self(x, tt, y)
+            prev = None
+            if mode == "two_pass":
+                prev = self(x, tt, y, output="x0")
+            elif carried.get("x0") is not None and carried["x0"].shape == x.shape and float(tt.max()) < self.sde.T:
+                prev = carried["x0"]
+            s, x0 = self(x, tt, y, output=("score", "x0"), x0_prev=prev)
+            if mode == "carry":
+                carried["x0"] = x0.detach()
+            return s
 
         def score(x: torch.Tensor, t: Time) -> torch.Tensor:
             y = self._labels(labels, x)
-            if not guidance:
-                return self(x, t, y)
             tt = self._time(t, x)
+            if not guidance:
+                return network(x, tt, y)
             null = torch.full_like(y, self.num_classes)
-            both = self(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([y, null]))
+            both = network(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([y, null]))
             cond, uncond = both.chunk(2)
-            return (1 + guidance) * cond - guidance * uncond
+            return combine_cfg(cond, uncond, guidance)
 
         # The labels the score is conditioned on, per sample (None: the null label or a 0-d label for all);
         # `sdegen.sample` checks them against the labels it is asked to store.

@@ -110,7 +110,7 @@ class Trainer:
 
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG afterwards
             torch.manual_seed(cfg.seed)
-            self.model = make_score_model(cfg, self.data_shape, self.num_classes).to(self.device)
+            self.model = self.build_model().to(self.device)
         self.sde = self.model.sde
         if cfg.init_from:
             _init_weights(self.model, cfg, self.data_shape, self.num_classes)
@@ -144,6 +144,14 @@ class Trainer:
         self.window_n = 0
         self._set_perm(torch.randperm(len(self.data), generator=self.data_gen), 0)
 
+    def build_model(self) -> torch.nn.Module:
+        """The model this run trains (a `ScoreModel` here; `sdegen.classifier.ClassifierTrainer` builds another)."""
+        return make_score_model(self.cfg, self.data_shape, self.num_classes)
+
+    @property
+    def self_conditioned(self) -> bool:
+        return bool(getattr(getattr(self.model, "parametrisation", None), "self_condition", False))
+
     def _set_perm(self, perm: torch.Tensor, pos: int) -> None:
         """The data order of the current epoch (kept on the CPU for checkpoints, on the device for indexing)."""
         self.perm, self.pos = perm.cpu(), pos
@@ -162,6 +170,8 @@ class Trainer:
         noise = torch.randn((B, *self.data_shape), generator=g, device=dev)
         drop = torch.rand(B, generator=g, device=dev) < cfg.loss.label_dropout if self.labels is not None else None
         deq = torch.rand((B, *self.data_shape), generator=g, device=dev) if cfg.data.dequantize else None
+        # Self-conditioning: each sample sees the model's own x0 estimate with probability ½ (Chen et al. 2022).
+        sc = torch.rand(B, generator=g, device=dev) < 0.5 if self.self_conditioned else None
         n = B // self.dist.world_size
         sl = slice(self.dist.rank * n, (self.dist.rank + 1) * n)
         x0 = self.data[idx[sl]]
@@ -172,7 +182,7 @@ class Trainer:
         y = None
         if self.labels is not None:
             y = torch.where(drop[sl], self.num_classes, self.labels[idx[sl]])
-        return {"x0": x0, "labels": y, "u": u[sl], "noise": noise[sl]}
+        return {"x0": x0, "labels": y, "u": u[sl], "noise": noise[sl], "self_cond": None if sc is None else sc[sl]}
 
     def loss(self, batch: dict, model=None) -> torch.Tensor:
         """Mean loss of a batch (this rank's shard) through `model` (default: the training model)."""
@@ -185,6 +195,7 @@ class Trainer:
                 labels=batch["labels"],
                 u=batch["u"],
                 noise=batch["noise"],
+                self_cond=batch.get("self_cond"),
             )
         return per_sample.mean()
 
@@ -224,7 +235,8 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> float:
-        """Mean loss of the EMA weights on the held-out data, with t and noise from a fixed seed."""
+        """Mean loss of the EMA weights on the held-out data, with t and noise from a fixed seed (a self-conditioned
+        model is scored with its own x0 estimate for every sample, as a sampler uses it)."""
         g = torch.Generator(self.device).manual_seed(self.cfg.seed + 2)
         total, count = torch.zeros((), device=self.device, dtype=torch.float64), 0
         for i in range(0, len(self.val_data), self.cfg.batch_size):
@@ -232,7 +244,9 @@ class Trainer:
             y = self.val_labels[i : i + self.cfg.batch_size] if self.val_labels is not None else None
             u = torch.rand(len(x0), generator=g, device=self.device, dtype=torch.float64)
             noise = torch.randn(x0.shape, generator=g, device=self.device)
-            total += self.loss({"x0": x0, "labels": y, "u": u, "noise": noise}, model=self.ema.eval()) * len(x0)
+            sc = torch.ones(len(x0), dtype=torch.bool, device=self.device) if self.self_conditioned else None
+            batch = {"x0": x0, "labels": y, "u": u, "noise": noise, "self_cond": sc}
+            total += self.loss(batch, model=self.ema.eval()) * len(x0)
             count += len(x0)
         return float(total / max(count, 1))
 
@@ -299,19 +313,40 @@ class Trainer:
 
 # Config sections a fine-tuning run must share with the model it starts from (they define what the weights mean).
 INIT_MUST_MATCH = ("sde.", "net.", "score.", "data.conditional")
+# ... except turning self-conditioning on: the new x0_prev input channels start at zero weight, so the fine-tuned
+# model starts as the source model's function.
+INIT_MAY_ADD = {"score.self_condition": (False, True)}
 
 
 def _init_weights(model, cfg, data_shape, num_classes) -> None:
     """Load the EMA weights of `cfg.init_from` into model, refusing a model of another SDE, net or score."""
     src = load_model(cfg.init_from)
     old, new = _flat(config_to_dict(src.config)), _flat(config_to_dict(cfg))
-    diff = sorted(k for k in old.keys() | new.keys() if k.startswith(INIT_MUST_MATCH) and old.get(k) != new.get(k))
+    diff = sorted(
+        k
+        for k in old.keys() | new.keys()
+        if k.startswith(INIT_MUST_MATCH)
+        and old.get(k, False) != new.get(k)
+        and INIT_MAY_ADD.get(k) != (old.get(k, False), new.get(k))
+    )
     if tuple(src.data_shape) != tuple(data_shape) or src.num_classes != num_classes:
         have, want = (tuple(src.data_shape), src.num_classes), (tuple(data_shape), num_classes)
         diff.append(f"data shape/classes {have} vs {want}")
     if diff:
         raise CheckpointError(f"init_from {src.path}: the model differs from this config in {diff}")
-    model.load_state_dict(src.score_model.state_dict(), strict=True)
+    state = src.score_model.state_dict()
+    for name, target in model.state_dict().items():  # zero weights for the added input channels (INIT_MAY_ADD)
+        have = state.get(name)
+        if (
+            have is not None
+            and have.ndim == target.ndim >= 2
+            and have.shape[1] < target.shape[1]
+            and have.shape[0] == target.shape[0]
+        ):
+            padded = torch.zeros_like(target)
+            padded[:, : have.shape[1]] = have
+            state[name] = padded
+    model.load_state_dict(state, strict=True)
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -367,6 +402,10 @@ def _make_trainer(config: TrainConfig, info: DistInfo) -> Trainer:
         from sdegen.processes.trainer import BridgeTrainer  # late: it subclasses Trainer
 
         return BridgeTrainer(config, dist_info=info)
+    if config.classifier.train:
+        from sdegen.classifier import ClassifierTrainer  # late: it subclasses Trainer
+
+        return ClassifierTrainer(config, dist_info=info)
     return Trainer(config, dist_info=info)
 
 

@@ -91,7 +91,7 @@ def test_shipped_configs_build_their_networks():
         shape = (2,) if cfg.net.name == "mlp" else (1, 28, 28)
         model = make_score_model(cfg, shape, None)
         assert model(torch.zeros(1, *shape), 0.5).shape == (1, *shape)
-    with pytest.raises(ConfigError, match="input_frequencies: the mlp net"):
+    with pytest.raises(ConfigError, match="input_frequencies.*the mlp net takes no extra inputs"):
         make_score_model(load_config("toy", ["score.input_frequencies=[256]"]), (2,), None)
     # Each network section lists only constructor arguments of its class.
     for name, cls in NETS.items():
