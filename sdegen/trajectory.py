@@ -70,8 +70,20 @@ def netcdf_attrs(attrs: dict) -> dict:
     return out
 
 
+# Per-sample variables that are coordinates along `sample` (the others are data variables, e.g. `mask`, `known`).
+SAMPLE_COORDS = ("test_index", "test_label")
+
+
+def _per_sample_dims(name: str, a: np.ndarray, data_shape) -> tuple[str, ...]:
+    if a.ndim == 1:
+        return ("sample",)
+    if tuple(a.shape[1:]) != tuple(data_shape):
+        raise ValueError(f"{name} must have shape (sample,) or (sample, *{tuple(data_shape)}), got {a.shape}")
+    return ("sample", *data_dims(a.shape[1:]))
+
+
 def make_trajectory(
-    x, times, sigma=None, mean_scale=None, *, x0_hat=None, labels=None, attrs=None, kind=None
+    x, times, sigma=None, mean_scale=None, *, x0_hat=None, labels=None, attrs=None, kind=None, per_sample=None
 ) -> xr.Dataset:
     """Assemble a schema-conforming Dataset.
 
@@ -86,6 +98,8 @@ def make_trajectory(
         labels: optional (sample,) integer labels.
         attrs: dataset attributes (flattened with `netcdf_attrs`).
         kind: the state kind stored in `x.attrs["kind"]`: "euclidean", "angle", "quaternion" or "category".
+        per_sample: {name: (sample,) or (sample, *data_shape) array}: e.g. an imputation's `mask` (uint8, 1 =
+            known) and `known` values; names in `SAMPLE_COORDS` (`test_index`, `test_label`) become coordinates.
     """
     x = np.asarray(x)
     x = x.astype(np.int64) if x.dtype.kind in "iub" else x.astype(np.float32)
@@ -98,6 +112,10 @@ def make_trajectory(
     if sigma is None and kind is None:
         raise ValueError("a trajectory without sigma/mean_scale must state its kind (kind=...)")
     data = {"x": (dims, x)}
+    for name, a in (per_sample or {}).items():
+        a = np.asarray(a)
+        entry = (_per_sample_dims(name, a, x.shape[2:]), a)
+        (coords if name in SAMPLE_COORDS else data)[name] = entry
     if sigma is not None:
         data["sigma"] = ("time", np.asarray(sigma, dtype=np.float64))
         data["mean_scale"] = ("time", np.asarray(mean_scale, dtype=np.float64))
@@ -287,7 +305,7 @@ class TrajectoryWriter:
     """
 
     def __init__(self, path, shape, *, attrs, labels=None, x0_hat: bool = False, compression: bool | int = False,
-                 sample_offset: int = 0, chunking: str = "time", saved: int = 1):  # fmt: skip
+                 sample_offset: int = 0, chunking: str = "time", saved: int = 1, per_sample=None):  # fmt: skip
         if chunking not in CHUNKINGS:
             raise ValueError(f"chunking must be one of {list(CHUNKINGS)}, got {chunking!r}")
         level = compression_level(compression)
@@ -296,6 +314,7 @@ class TrajectoryWriter:
         self._nc = None
         self.records = 0
         self._layout = (int(sample_offset), chunking, max(1, int(saved)))
+        self._per_sample = {k: np.asarray(v) for k, v in (per_sample or {}).items()}
         try:
             self._create(shape, attrs, labels, x0_hat, level)
             self._nc = netCDF4.Dataset(self.partial, "a")
@@ -329,8 +348,14 @@ class TrajectoryWriter:
                 nc.createVariable(name, "f4", ("time", "sample", *dims), **big)
             nc.createVariable("sigma", "f8", ("time",), fletcher32=True)
             nc.createVariable("mean_scale", "f8", ("time",), fletcher32=True)
-            if labels is not None:
-                nc["x"].coordinates = "label"
+            for name, a in self._per_sample.items():
+                var = nc.createVariable(name, a.dtype.str[1:], _per_sample_dims(name, a, data_shape), **ck)
+                var[:] = a
+            coord_names = (["label"] if labels is not None else []) + [
+                n for n in self._per_sample if n in SAMPLE_COORDS
+            ]
+            if coord_names:
+                nc["x"].coordinates = " ".join(coord_names)
             nc.setncatts(netcdf_attrs({**attrs, "complete": 0}))
 
     def append(self, t: float, x, sigma: float, mean_scale: float, x0_hat=None, attrs: dict | None = None):

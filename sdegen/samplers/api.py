@@ -12,6 +12,14 @@ import xarray as xr
 
 from sdegen._checks import check_finite, check_int, resolve_seed
 from sdegen.grids import coefficients
+from sdegen.inpaint import (
+    IMPUTE_METHODS,
+    RESAMPLE_SOLVERS,
+    Known,
+    reconstruction_guidance,
+    repaint,
+    replacement_score,
+)
 from sdegen.runtime import tune_allocator_once
 from sdegen.samplers._noise import prior_sample, sample_offset
 from sdegen.samplers._record import Recorder
@@ -33,6 +41,28 @@ def _check_conditioning(score, labels) -> None:
             f"labels {labels[:8].tolist()}... differ from the labels the score is conditioned on "
             f"{conditioned[:8].tolist()}...; build the score with the labels you store"
         )
+
+
+def _check_condition(condition, impute, resample, jump, solver, shape, dtype, data_range):
+    """(the condition for the run's batch, its per-sample variables, attrs), checked before any work."""
+    if impute not in IMPUTE_METHODS:
+        raise ValueError(f"unknown impute method {impute!r}; choose one of {list(IMPUTE_METHODS)}")
+    resample, jump = check_int(resample, "resample", 1), check_int(jump, "jump", 1)
+    if (resample > 1 or jump > 1) and solver not in RESAMPLE_SOLVERS:
+        raise ValueError(
+            f"resampling restarts the solver on pieces of its grid, which {solver!r} cannot do without losing its "
+            f"state; use one of {list(RESAMPLE_SOLVERS)}"
+        )
+    attrs = {"resample": resample, "jump": jump}
+    if condition is None:
+        return None, {}, attrs
+    if not isinstance(condition, Known):
+        raise TypeError(f"condition must be a sdegen.inpaint.Known(values, mask), got {type(condition).__name__}")
+    condition = condition.for_batch(shape, dtype)
+    condition.check_range(data_range)
+    mask = condition.mask.cpu().numpy().astype(np.uint8)
+    known = np.where(mask == 1, condition.values.cpu().numpy(), 0).astype(np.float32)
+    return condition, {"mask": mask, "known": known}, {**attrs, "impute": impute}
 
 
 def _save_indices(steps: int, save_every: int | None) -> tuple[int, ...]:
@@ -84,6 +114,12 @@ def sample(
     score_source: str | None = None,
     data_range="unspecified",
     extra_attrs: dict | None = None,
+    condition: Known | None = None,
+    impute: str = "replace",
+    impute_options: dict | None = None,
+    resample: int = 1,
+    jump: int = 1,
+    test_index=None,
     **options,
 ) -> xr.Dataset:
     """Sample by solving the reverse-time SDE or probability-flow ODE from T down to t_min.
@@ -124,6 +160,14 @@ def sample(
         score_source, data_range: descriptions stored in the attributes (data_range, e.g. (0.0, 1.0), is stored
             as a JSON string when it is not a string).
         extra_attrs: more attributes for the trajectory (and the streamed file), e.g. {"guidance": 1.5}.
+        condition: `sdegen.inpaint.Known(values, mask)`: impute the samples given these known entries
+            (`sdegen.inpaint`); stored as the variables `mask` (uint8, 1 = known) and `known`.
+        impute: how the condition enters: "replace" (the known entries' score is that of their noised value,
+            every solver), "guidance" (reconstruction guidance, `impute_options` for its `weight` and
+            `sigma_data`) or "given" (the score is already conditional, e.g. an exact analytic one).
+        resample, jump: RePaint resampling, `resample` passes over every `jump` grid steps (1, 1: off); for
+            the single-step solvers `sdegen.inpaint.RESAMPLE_SOLVERS` only.
+        test_index: (batch,) integers stored as the coordinate `test_index` (e.g. the test digits completed).
         **options: solver options (see each solver's `SolverInfo.options`); unknown names warn.
 
     Returns:
@@ -160,9 +204,21 @@ def sample(
         labels = np.asarray(labels)
         if labels.shape != (shape[0],) or labels.dtype.kind not in "iu":
             raise ValueError(f"labels must be {shape[0]} integers, got shape {labels.shape} dtype {labels.dtype}")
+    per_sample, cond_attrs = {}, {}
+    if condition is not None or resample != 1 or jump != 1:
+        condition, per_sample, cond_attrs = _check_condition(condition, impute, resample, jump, solver, shape,
+                                                             dtype, data_range)  # fmt: skip
+    if test_index is not None:
+        test_index = np.asarray(test_index)
+        if test_index.shape != (shape[0],) or test_index.dtype.kind not in "iu":
+            raise ValueError(f"test_index must be {shape[0]} integers, got shape {test_index.shape}")
+        per_sample["test_index"] = test_index.astype(np.int64)
     seed = resolve_seed(seed)  # None: fresh entropy, recorded in the attrs
     part = local_part(shape, labels, init, out, split, solver, opts)  # this rank's block of a split run
     shape, labels, init, out, offset = part.shape, part.labels, part.init, part.out, part.offset
+    if offset or len(per_sample) and next(iter(per_sample.values())).shape[0] != shape[0]:
+        per_sample = {k: v[offset : offset + shape[0]] for k, v in per_sample.items()}
+        condition = None if condition is None else condition.block(offset, offset + shape[0])
     _check_conditioning(score, labels)
     device = torch.device("cpu") if device is None else torch.device(device)
     ts = info.grid(sde, steps, t_min, **{k: opts[k] for k in info.grid_options})
@@ -179,6 +235,10 @@ def sample(
         x = init.detach().to(dtype=dtype, device=device).clone()
 
     tune_allocator_once()  # ~25% faster CPU forwards (sdegen.runtime)
+    if condition is not None and impute == "replace":
+        score = replacement_score(score, sde, condition.for_batch(shape, dtype, device))
+    elif condition is not None and impute == "guidance":
+        score = reconstruction_guidance(score, sde, condition.for_batch(shape, dtype, device), **(impute_options or {}))
     guarded = GuardedScore(score, t_min, sde.T)  # the one wrapper of this run: checks, time guard, NFE
     attrs = {
         "sdegen_version": _version(), **sde.attrs(), "solver": solver, "steps": len(ts) - 1, "nfe": 0,
@@ -188,14 +248,15 @@ def sample(
         "init": "prior" if init is None else "given", "dtype": str(dtype).replace("torch.", ""),
         **{f"solver_{k}": v for k, v in opts.items()}, "solver_options": json.dumps(opts, default=str, sort_keys=True),
     }  # fmt: skip
-    attrs.update({**part.attrs, **(extra_attrs or {})})
+    attrs.update({**part.attrs, **cond_attrs, **(extra_attrs or {})})
     if resume and out is not None and part.completed(out, attrs):
         return part.open(out)
     states, x0s, times = [], [], []
     writer = None  # opened before any work: an unwritable or locked `out` fails at once
     if out is not None:
         writer = TrajectoryWriter(out, shape, attrs=attrs, labels=labels, x0_hat=save_x0_hat, compression=compression,
-                                  sample_offset=offset, chunking=chunking, saved=len(save_idx))  # fmt: skip
+                                  sample_offset=offset, chunking=chunking, saved=len(save_idx),
+                                  per_sample=per_sample)  # fmt: skip
 
     def emit(k: int, xk: np.ndarray, x0k: np.ndarray | None) -> None:
         states.append(xk)
@@ -211,15 +272,40 @@ def sample(
     solver_opts = {k: v for k, v in opts.items() if k not in info.grid_options}
     try:
         with torch.no_grad(), sample_offset(offset):
-            x = info.fn(sde, guarded, x, ts, callback=recorder, **{a: run_args[a] for a in info.run_arguments},
-                        **solver_opts)  # fmt: skip
-            recorder.finish(x, denoise)
+            if resample > 1 or jump > 1:
+
+                def solve(xk, piece, callback, piece_seed):
+                    args = {"seed": piece_seed, "saved": (0, len(piece) - 1), "diagnostics": diagnostics}
+                    return info.fn(
+                        sde,
+                        guarded,
+                        xk,
+                        piece,
+                        callback=callback,
+                        **{a: args[a] for a in info.run_arguments},
+                        **solver_opts,
+                    )
+
+                x = repaint(solve, sde, x, ts, callback=recorder, seed=seed, resample=resample, jump=jump)
+            else:
+                x = info.fn(
+                    sde,
+                    guarded,
+                    x,
+                    ts,
+                    callback=recorder,
+                    **{a: run_args[a] for a in info.run_arguments},
+                    **solver_opts,
+                )
+            recorder.finish(x, denoise)  # fmt: skip
     except BaseException as err:
         recorder.close()
         if writer is not None:
             writer.abort(err, {"nfe": guarded.nfe})  # `out` untouched; the partial file is named on err
         raise
     attrs.update(nfe=guarded.nfe, nfe_extra=recorder.nfe_extra, **diagnostics)
+    if impute == "guidance" and condition is not None:
+        attrs["impute_vjps"] = score.vjps  # vector–Jacobian products through the network (one per evaluation)
     if writer is not None:
         writer.close(attrs, complete=True)
     idx = np.asarray(times)
@@ -231,6 +317,7 @@ def sample(
         x0_hat=np.stack(x0s) if save_x0_hat else None,
         labels=labels,
         attrs={**attrs, "complete": 1},
+        per_sample=per_sample,
     )
     return ds.assign_coords(sample=ds["sample"] + offset) if offset else ds
 
