@@ -104,8 +104,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="checkpoint path or shipped model name (see `sdegen.model.shipped_models`)")
     p.add_argument("--solver", default="euler", choices=solvers(), help="sampler")
     p.add_argument("--steps", type=_positive_int, default=500, help="number of solver steps")
-    p.add_argument("--num-samples", type=_positive_int, default=64, help="number of samples")
+    p.add_argument("--num-samples", type=_positive_int, default=None, help="number of samples (default 64)")
     p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 <= seed < 2**63")
+    p.add_argument(
+        "--inpaint",
+        default=None,
+        metavar="MASK",
+        help="complete test digits given part of them: top, bottom, left, right (that half known), center (all but "
+        "the central square known) or MASK.npy (0/1, 1 = known; (28, 28), (1, 28, 28) or one per digit)",
+    )
+    p.add_argument(
+        "--from-test", default=None, metavar="START:STOP", help="with --inpaint: the test digits START..STOP-1"
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="directory of the MNIST test split (default: data/mnist, else ../shared/data/mnist)",
+    )
+    p.add_argument(
+        "--impute",
+        default="replace",
+        choices=["replace", "guidance"],
+        help="with --inpaint: replacement (score_sde's inpainter) or reconstruction guidance (sdegen.inpaint)",
+    )
+    p.add_argument("--resample", type=_positive_int, default=1, help="RePaint passes over every --jump steps (1: off)")
+    p.add_argument("--jump", type=_positive_int, default=1, help="RePaint jump length in grid steps")
     p.add_argument(
         "--label",
         default=None,
@@ -244,14 +267,20 @@ def cmd_sample(args) -> int:
     from sdegen.model import load_model
 
     options = parse_options(args.options)
+    inpaint = _inpaint_inputs(args)  # test digits, mask and condition; sets args.num_samples
     block = _rank_block(args.num_samples)  # under torchrun: this rank's samples (sdegen.shards)
     out = args.out if block is None else shards.shard_path(args.out, block.rank, block.world_size)
     _io.check_output_file(out, "--out")
     model = load_model(args.model)
     labels = None
+    if inpaint and tuple(model.data_shape) != (1, 28, 28):
+        raise ValueError(
+            f"--inpaint completes 28x28 MNIST digits; model {args.model!r} has data shape {model.data_shape}"
+        )
     if model.num_classes:
+        default_label = "none" if inpaint else "drawn"  # inpainting: the digit is whatever the known part says
         try:
-            labels = model.labels(args.label or "drawn", args.num_samples, seed=args.seed)
+            labels = model.labels(args.label or default_label, args.num_samples, seed=args.seed)
         except (ValueError, TypeError) as err:
             raise SystemExit(f"error: --label {args.label}: {err}") from None
     elif args.guidance or (args.label is not None and not args.classifier):
@@ -283,15 +312,69 @@ def cmd_sample(args) -> int:
         compression=args.compression,
         extra_attrs={
             "guidance": float(args.guidance),
-            "label_spec": str(args.label or "drawn") if labels is not None else "none",
+            "label_spec": str(args.label or ("none" if inpaint else "drawn")) if labels is not None else "none",
             **guide_attrs,
+            **(inpaint or {}).get("attrs", {}),
         },
+        **{k: v for k, v in (inpaint or {}).items() if k != "attrs"},
         **options,
     )
     seconds = time.perf_counter() - t0
     extra = f" (+ {score.classifier_evals} classifier gradients)" if args.classifier else ""
     print(f"{args.solver}: {ds.sizes['sample']} samples, NFE {ds.attrs['nfe']}{extra}, {seconds:.1f} s -> {out}")
     return 0
+
+
+def _inpaint_inputs(args) -> dict | None:
+    """`sample --inpaint`: the keyword arguments of `sdegen.sample` for completing test digits START..STOP-1."""
+    import numpy as np
+    import torch
+
+    from sdegen.data import DEFAULT_MNIST_ROOT, load_mnist, mnist_available
+    from sdegen.inpaint import Known, mask_from_name
+
+    if args.inpaint is None:
+        if args.from_test or args.resample != 1 or args.jump != 1 or args.impute != "replace":
+            raise ValueError("--from-test, --impute, --resample and --jump go with --inpaint")
+        args.num_samples = args.num_samples or 64
+        return None
+    if not args.from_test:
+        raise ValueError("--inpaint needs --from-test START:STOP (the test digits to complete)")
+    try:
+        start, stop = (int(v) for v in args.from_test.split(":"))
+    except ValueError:
+        raise ValueError(f"--from-test must be START:STOP, got {args.from_test!r}") from None
+    roots = [Path(args.data)] if args.data else [DEFAULT_MNIST_ROOT, Path("../shared/data/mnist")]
+    root = next((r for r in roots if mnist_available(r, split="test")), None)
+    if root is None:
+        raise FileNotFoundError(f"no MNIST test split (t10k-*-idx?-ubyte[.gz]) in {', '.join(map(str, roots))}")
+    test = load_mnist(root, split="test")
+    if not 0 <= start < stop <= len(test.data):
+        raise ValueError(f"--from-test {args.from_test}: need 0 <= START < STOP <= {len(test.data)}")
+    if args.num_samples not in (None, stop - start):
+        raise ValueError(f"--num-samples {args.num_samples} differs from the {stop - start} digits of --from-test")
+    args.num_samples = stop - start
+    if args.inpaint.endswith(".npy"):
+        try:
+            mask = np.load(args.inpaint, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise FileNotFoundError(f"--inpaint {args.inpaint}: cannot read a .npy mask ({err})") from None
+        if mask.shape not in ((28, 28), (1, 28, 28), (stop - start, 1, 28, 28)):
+            raise ValueError(
+                f"--inpaint {args.inpaint}: mask shape {mask.shape}, need (28, 28), (1, 28, 28) or (N, 1, 28, 28)"
+            )
+        if mask.dtype.kind not in "biuf":
+            raise ValueError(f"--inpaint {args.inpaint}: mask dtype {mask.dtype}, need bool or 0/1 numbers")
+        mask = mask.reshape((-1, 1, 28, 28) if mask.ndim == 4 else (1, 28, 28))
+    else:
+        mask = mask_from_name(args.inpaint, (1, 28, 28))
+    images = test.data[start:stop]
+    condition = Known(images, torch.as_tensor(mask))  # a bad mask (values other than 0/1) is named here
+    return {
+        "condition": condition, "impute": args.impute, "resample": args.resample, "jump": args.jump,
+        "test_index": np.arange(start, stop), "test_label": test.labels[start:stop].numpy(),
+        "attrs": {"inpaint": args.inpaint, "test_data": str(root)},
+    }  # fmt: skip
 
 
 def _classifier_guided(args, model, block):
@@ -302,7 +385,7 @@ def _classifier_guided(args, model, block):
     from sdegen.labels import resolve_labels
 
     if args.guidance:
-        raise SystemExit("error: --classifier and --guidance are two kinds of guidance: use one of them")
+        raise ValueError("--classifier and --guidance are two kinds of guidance: use one of them")
     clf = load_classifier(args.classifier)
     if tuple(clf.data_shape) != tuple(model.data_shape):
         raise ValueError(
@@ -317,9 +400,9 @@ def _classifier_guided(args, model, block):
         else:
             labels = resolve_labels(args.label or "random", args.num_samples, clf.num_classes, seed=args.seed)
     except (ValueError, TypeError) as err:
-        raise SystemExit(f"error: --label {args.label}: {err}") from None
+        raise ValueError(f"--label {args.label}: {err}") from None
     if (labels >= clf.num_classes).any():
-        raise SystemExit("error: --label none: classifier guidance needs target classes")
+        raise ValueError("--label none: classifier guidance needs target classes")
     mine = labels if block is None else labels[block.start : block.stop]
     unconditional = model.score_fn("none") if model.num_classes else model.score_fn()
     guided = classifier_guidance(unconditional, clf, mine, args.classifier_weight)

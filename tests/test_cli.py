@@ -226,3 +226,64 @@ def test_sample_labels_default_to_draws_from_the_class_frequencies(label, expect
     if expected is None:  # drawn per sample from (seed, i): the same labels as the API's
         expected = load_model("mnist").labels("drawn", 6, seed=4).tolist()
     assert ds.label.values.tolist() == expected
+
+
+def test_inpaint_completes_test_digits_and_stores_the_condition(tmp_path, capsys):
+    out = tmp_path / "top.nc"
+    argv = ["sample", "mnist", "--inpaint", "top", "--from-test", "3:6", "--data", str(SHARED_MNIST), "--solver",
+            "ancestral", "--steps", "4", "--resample", "2", "--denoise", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    ds = sdegen.open_trajectory(out)
+    test = sdegen.data.load_mnist(SHARED_MNIST, split="test")
+    assert list(ds["test_index"].values) == [3, 4, 5] and list(ds["test_label"].values) == test.labels[3:6].tolist()
+    assert list(ds["label"].values) == [10, 10, 10]  # the null label: the known half alone says which digit
+    assert ds["mask"].values[:, 0, :14].all() and not ds["mask"].values[:, 0, 14:].any()
+    x, known = ds["x"].isel(time=-1).values, test.data[3:6].numpy()
+    np.testing.assert_allclose(x[:, 0, :14], known[:, 0, :14], atol=1e-6)  # denoised known pixels are exact
+    assert ds.attrs["nfe"] == 2 * 4 + 1 and ds.attrs["resample"] == 2 and ds.attrs["impute"] == "replace"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--inpaint", "middle", "--from-test", "0:2"], "unknown mask 'middle'"),
+        (["--inpaint", "top"], "needs --from-test"),
+        (["--inpaint", "top", "--from-test", "0:2", "--num-samples", "3"], "differs from the 2 digits"),
+        (["--inpaint", "top", "--from-test", "2:1"], "START < STOP"),
+        (["--inpaint", "top", "--from-test", "0:2", "--solver", "dpmpp_2m", "--resample", "2"], "losing its state"),
+        (["--resample", "2"], "go with --inpaint"),
+        (["--classifier", "mnist-classifier", "--guidance", "1"], "use one of them"),
+        (["--classifier", "mnist-classifier", "--classifier-weight", "nan"], "finite"),
+    ],
+)
+def test_bad_inpaint_and_classifier_arguments(extra, message, tmp_path, capsys):
+    argv = ["sample", "mnist", "--data", str(SHARED_MNIST), "--steps", "2", "--out", str(tmp_path / "x.nc"), *extra]
+    try:
+        code = main(argv)
+    except SystemExit as err:  # argparse's own errors
+        code = err.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_inpaint_mask_files_are_checked(tmp_path, capsys):
+    for name, array, message in [("shape.npy", np.ones((3, 3)), "mask shape (3, 3)"),
+                                 ("values.npy", np.full((28, 28), 2), "only 0 and 1")]:  # fmt: skip
+        np.save(tmp_path / name, array)
+        argv = ["sample", "mnist", "--inpaint", str(tmp_path / name), "--from-test", "0:2", "--data", str(SHARED_MNIST),
+                "--out", str(tmp_path / "x.nc")]  # fmt: skip
+        assert main(argv) == 2 and message in capsys.readouterr().err
+
+
+def test_classifier_guidance_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "cg.nc"
+    argv = ["sample", "mnist", "--classifier", "mnist-classifier", "--classifier-weight", "2", "--label", "3",
+            "--solver", "dpmpp_2m", "--steps", "3", "--num-samples", "2", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert "3 classifier gradients" in capsys.readouterr().out
+    ds = sdegen.open_trajectory(out)
+    assert (
+        list(ds["label"].values) == [3, 3]
+        and ds.attrs["classifier_weight"] == 2.0
+        and len(ds.attrs["classifier"]) == 64
+    )

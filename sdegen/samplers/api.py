@@ -120,6 +120,7 @@ def sample(
     resample: int = 1,
     jump: int = 1,
     test_index=None,
+    test_label=None,
     **options,
 ) -> xr.Dataset:
     """Sample by solving the reverse-time SDE or probability-flow ODE from T down to t_min.
@@ -167,7 +168,8 @@ def sample(
             `sigma_data`) or "given" (the score is already conditional, e.g. an exact analytic one).
         resample, jump: RePaint resampling, `resample` passes over every `jump` grid steps (1, 1: off); for
             the single-step solvers `sdegen.inpaint.RESAMPLE_SOLVERS` only.
-        test_index: (batch,) integers stored as the coordinate `test_index` (e.g. the test digits completed).
+        test_index, test_label: (batch,) integers stored as the coordinates `test_index` and `test_label` (e.g.
+            the test digits an imputation completes, and their true labels).
         **options: solver options (see each solver's `SolverInfo.options`); unknown names warn.
 
     Returns:
@@ -208,11 +210,12 @@ def sample(
     if condition is not None or resample != 1 or jump != 1:
         condition, per_sample, cond_attrs = _check_condition(condition, impute, resample, jump, solver, shape,
                                                              dtype, data_range)  # fmt: skip
-    if test_index is not None:
-        test_index = np.asarray(test_index)
-        if test_index.shape != (shape[0],) or test_index.dtype.kind not in "iu":
-            raise ValueError(f"test_index must be {shape[0]} integers, got shape {test_index.shape}")
-        per_sample["test_index"] = test_index.astype(np.int64)
+    for name, value in (("test_index", test_index), ("test_label", test_label)):
+        if value is not None:
+            value = np.asarray(value)
+            if value.shape != (shape[0],) or value.dtype.kind not in "iu":
+                raise ValueError(f"{name} must be {shape[0]} integers, got shape {value.shape} dtype {value.dtype}")
+            per_sample[name] = value.astype(np.int64)
     seed = resolve_seed(seed)  # None: fresh entropy, recorded in the attrs
     part = local_part(shape, labels, init, out, split, solver, opts)  # this rank's block of a split run
     shape, labels, init, out, offset = part.shape, part.labels, part.init, part.out, part.offset
