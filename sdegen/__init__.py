@@ -9,8 +9,11 @@ verbs and nouns a user calls (docs/guide.md, "Public API"); the modules (`sdegen
 
 from sdegen import analytic as analytic  # modules reachable as sdegen.analytic, sdegen.grids
 from sdegen import grids as grids
+from sdegen.classifier import load_classifier
 from sdegen.config import TrainConfig, load_config
 from sdegen.dequantization import BitsPerDimResult, bits_per_dim
+from sdegen.guidance import classifier_guidance
+from sdegen.inpaint import Known
 from sdegen.likelihood import LikelihoodResult, decode, encode, log_likelihood
 from sdegen.metrics import fld
 from sdegen.model import Model, load_model
@@ -25,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AbstractSDE",
     "BitsPerDimResult",
+    "Known",
     "LikelihoodResult",
     "Model",
     "Parametrisation",
@@ -35,9 +39,11 @@ __all__ = [
     "VESDE",
     "VPSDE",
     "bits_per_dim",
+    "classifier_guidance",
     "decode",
     "encode",
     "fld",
+    "load_classifier",
     "load_config",
     "load_model",
     "log_likelihood",
