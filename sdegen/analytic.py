@@ -256,6 +256,15 @@ class CorrelatedGaussian:
         if not torch.allclose(self.cov, self.cov.T, atol=1e-12) or torch.linalg.eigvalsh(self.cov).min() < -1e-10:
             raise ValueError("cov must be symmetric positive semi-definite")
 
+    @classmethod
+    def random(cls, dim: int, generator: torch.Generator, mean=None) -> "CorrelatedGaussian":
+        """A test problem with strong correlations: the correlation matrix of A·Aᵀ/dim + 0.1·I, A (dim, dim) standard
+        normal from `generator`; mean zeros unless given."""
+        a = torch.randn(dim, dim, generator=generator, dtype=torch.float64)
+        cov = a @ a.T / dim + 0.1 * torch.eye(dim, dtype=torch.float64)
+        d = torch.sqrt(torch.diag(cov))
+        return cls(torch.zeros(dim, dtype=torch.float64) if mean is None else mean, cov / d[:, None] / d[None, :])
+
     @property
     def dim(self) -> int:
         return self.mean.shape[0]

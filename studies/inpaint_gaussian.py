@@ -47,10 +47,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     # The problem: a random correlation matrix (strong correlations), 4 known entries.
     g = torch.Generator().manual_seed(0)
-    a = torch.randn(8, 8, generator=g, dtype=torch.float64)
-    cov = a @ a.T / 8 + 0.1 * torch.eye(8, dtype=torch.float64)
-    d = torch.sqrt(torch.diag(cov))
-    gauss = analytic.CorrelatedGaussian(torch.linspace(-1, 1, 8, dtype=torch.float64), cov / d[:, None] / d[None, :])
+    gauss = analytic.CorrelatedGaussian.random(8, g, mean=torch.linspace(-1, 1, 8, dtype=torch.float64))
     mask = torch.tensor([1, 0, 1, 0, 1, 0, 1, 0]).bool()
     y = gauss.sample(1, generator=g)[0].double()
     cond = gauss.conditional(mask, y)
