@@ -132,6 +132,9 @@ class LossConfig:
         _require(0 <= self.label_dropout < 1, "loss.label_dropout", f"must lie in [0, 1), got {self.label_dropout}")
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
 @dataclass(frozen=True)
 class OptimConfig:
     lr: float = 2e-4  # Adam learning rate after warm-up (DDPM's 2e-4)
@@ -141,6 +144,10 @@ class OptimConfig:
     weight_decay: float = 0.0  # L2 penalty (Adam's, not decoupled)
     warmup_steps: int = 1000  # linear warm-up from 0 (then constant: EMA does the annealing)
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    # "constant" holds lr after warm-up; "cosine" decays it from lr at the end of warm-up to lr·final_lr_ratio at
+    # the run's last step (`steps`), lr_k = lr_end + (lr − lr_end)·(1 + cos(π·(k − warm-up)/(steps − warm-up)))/2.
+    schedule: str = "constant"
+    final_lr_ratio: float = 0.0  # "cosine": the lr reached at the last step, as a fraction of lr
 
     def __post_init__(self):
         _require(math.isfinite(self.lr) and self.lr > 0, "optim.lr", f"must be a finite number > 0, got {self.lr}")
@@ -148,6 +155,11 @@ class OptimConfig:
         _require(self.eps > 0 and self.weight_decay >= 0, "optim.eps/weight_decay", "need eps > 0, weight_decay >= 0")
         _require(self.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
         _require(self.grad_clip >= 0, "optim.grad_clip", f"must be >= 0, got {self.grad_clip}")
+        _require(
+            self.schedule in LR_SCHEDULES, "optim.schedule", f"unknown {self.schedule!r}; known: {list(LR_SCHEDULES)}"
+        )
+        ratio = self.final_lr_ratio
+        _require(0 <= ratio <= 1, "optim.final_lr_ratio", f"must lie in [0, 1], got {ratio}")
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ import contextlib
 import copy
 import io
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ from tqdm import tqdm
 from sdegen._distributed import DistInfo, init_process_group, resolve_device
 from sdegen._io import FileLock, atomic_write_text, check_output_dir
 from sdegen.checkpoint import CheckpointError, export_ema, read_checkpoint, save_checkpoint
-from sdegen.config import TrainConfig, config_to_dict, config_to_json, make_score_model
+from sdegen.config import OptimConfig, TrainConfig, config_to_dict, config_to_json, make_score_model
 from sdegen.data import get_dataset
 from sdegen.losses import LOSSES
 from sdegen.model import load_model
@@ -207,7 +208,7 @@ class Trainer:
         counts in `skipped`. Returns (loss, grad norm, whether the step was taken).
         """
         o = self.cfg.optim
-        lr = o.lr * min(1.0, (self.step + 1) / o.warmup_steps) if o.warmup_steps else o.lr
+        lr = learning_rate(o, self.step, self.cfg.steps)
         for group in self.opt.param_groups:
             group["lr"] = lr
         loss = self.loss(self.next_batch())
@@ -309,6 +310,23 @@ class Trainer:
                 f"{path}: cannot resume, the config differs in {diff}; use another out_dir or resume=False"
             )
         self.load_state_dict(ck.state)
+
+
+def learning_rate(optim: OptimConfig, step: int, steps: int) -> float:
+    """The lr of optimizer step `step` (0-based) of a `steps`-step run: linear warm-up, then `optim.schedule`.
+
+    Warm-up: lr·(step + 1)/warmup_steps for step < warmup_steps. After it, "constant" keeps lr and "cosine" follows
+    lr_end + (lr − lr_end)·(1 + cos(π·p))/2 with p = (step + 1 − warmup_steps)/(steps − warmup_steps) ∈ (0, 1] and
+    lr_end = lr·final_lr_ratio, so the last step runs at lr_end. `steps` may grow on resume: the cosine then
+    stretches to the new end from the step reached.
+    """
+    if optim.warmup_steps and step < optim.warmup_steps:
+        return optim.lr * (step + 1) / optim.warmup_steps
+    if optim.schedule == "constant" or steps <= optim.warmup_steps:
+        return optim.lr
+    progress = min(1.0, (step + 1 - optim.warmup_steps) / (steps - optim.warmup_steps))
+    end = optim.lr * optim.final_lr_ratio
+    return end + (optim.lr - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 # Config sections a fine-tuning run must share with the model it starts from (they define what the weights mean).

@@ -84,7 +84,7 @@ TINY_IMAGE = [
 
 
 def _cfg(out, *extra):
-    return load_config("mnist", [*TINY_IMAGE, f"out_dir={out}", *extra])
+    return load_config("mnist_eps", [*TINY_IMAGE, f"out_dir={out}", *extra])
 
 
 def test_training_zeroes_the_estimate_for_half_the_batch_and_resumes_bitwise(tmp_path):

@@ -27,7 +27,7 @@ from sdegen.config import (
     shipped_configs,
 )
 from sdegen.nets import NETS
-from sdegen.training import RunDirectoryError, Trainer, train
+from sdegen.training import RunDirectoryError, Trainer, learning_rate, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,11 +66,28 @@ def test_config_overrides_are_typed():
         ("steps", "KEY=VALUE"),
         ("steps.x=1", "not a section"),
         ("score.input_frequencies=[256,-1]", "score.input_frequencies: must be finite numbers > 0"),
+        ("optim.schedule=linear", "optim.schedule: unknown 'linear'"),
+        ("optim.final_lr_ratio=2", "optim.final_lr_ratio: must lie in"),
     ],
 )
 def test_bad_overrides_raise_clear_errors(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config("toy", [override])
+
+
+def test_learning_rate_schedules_warm_up_then_hold_or_follow_the_cosine():
+    steps, warm, lr = 1000, 100, 1e-3
+    const = load_config("toy", [f"optim.lr={lr}", f"optim.warmup_steps={warm}"]).optim
+    cos = load_config("toy", [f"optim.lr={lr}", f"optim.warmup_steps={warm}", "optim.schedule=cosine",
+                              "optim.final_lr_ratio=0.1"]).optim  # fmt: skip
+    for step in (0, 49, 99):  # the same linear warm-up for both
+        assert learning_rate(const, step, steps) == learning_rate(cos, step, steps) == lr * (step + 1) / warm
+    assert all(learning_rate(const, k, steps) == lr for k in (100, 500, 999))
+    mid = warm - 1 + (steps - warm) // 2  # p = 1/2: halfway between lr and lr_end
+    assert math.isclose(learning_rate(cos, mid, steps), 0.1 * lr + 0.9 * lr / 2, rel_tol=1e-12)
+    assert math.isclose(learning_rate(cos, steps - 1, steps), 0.1 * lr, rel_tol=1e-12)  # the last step: lr_end
+    decay = [learning_rate(cos, k, steps) for k in range(warm, steps)]
+    assert all(a > b for a, b in zip(decay, decay[1:], strict=False))  # strictly decreasing after warm-up
 
 
 def test_bad_config_files(tmp_path):
@@ -85,7 +102,7 @@ def test_bad_config_files(tmp_path):
 
 
 def test_shipped_configs_build_their_networks():
-    assert {"mnist", "mnist_likelihood", "toy"} <= set(shipped_configs())
+    assert {"mnist", "mnist_eps", "mnist_likelihood", "toy"} <= set(shipped_configs())
     for name in shipped_configs():
         cfg = load_config(name)
         shape = (2,) if cfg.net.name == "mlp" else (1, 28, 28)
@@ -207,7 +224,7 @@ def test_batches_cover_each_epoch_and_drop_labels_at_the_configured_rate():
 
 def test_image_training_path_conditional_dequantised_bf16(tmp_path):
     cfg = load_config(
-        "mnist",
+        "mnist_eps",
         [
             "net.name=unet",
             "data.name=digits8",
