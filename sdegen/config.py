@@ -142,10 +142,10 @@ class OptimConfig:
     beta2: float = 0.999  # Adam β2
     eps: float = 1e-8  # Adam ε
     weight_decay: float = 0.0  # L2 penalty (Adam's, not decoupled)
-    warmup_steps: int = 1000  # linear warm-up from 0 (then constant: EMA does the annealing)
+    warmup_steps: int = 1000  # linear warm-up from 0, then `schedule`
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
-    # "constant" holds lr after warm-up; "cosine" decays it from lr at the end of warm-up to lr·final_lr_ratio at
-    # the run's last step (`steps`), lr_k = lr_end + (lr − lr_end)·(1 + cos(π·(k − warm-up)/(steps − warm-up)))/2.
+    # after warm-up: "constant" holds lr (EMA does the annealing); "cosine" decays it to lr·final_lr_ratio at the
+    # run's last step (the formula: sdegen.training.learning_rate)
     schedule: str = "constant"
     final_lr_ratio: float = 0.0  # "cosine": the lr reached at the last step, as a fraction of lr
 
