@@ -56,13 +56,32 @@ def _from_ratios(sde, ratios: torch.Tensor, t_min: float) -> torch.Tensor:
     return ts
 
 
-def karras(sde, steps: int, t_min: float, *, rho: float = 7.0) -> torch.Tensor:
-    """Karras et al. 2022 eq. 5 steps in σ̃ = sigma/alpha (ρ = 7), mapped to SDE time."""
+def karras(sde, steps: int, t_min: float, *, rho: float = 7.0, sigma_min: float | None = None) -> torch.Tensor:
+    """Karras et al. 2022 eq. 5 steps in σ̃ = sigma/alpha (ρ = 7), mapped to SDE time.
+
+    By default the ρ-ladder runs from σ̃(T) to σ̃(t_min). With `sigma_min` (a noise-to-signal ratio in data
+    units, σ̃(t_min) < sigma_min < σ̃(T)) it runs from σ̃(T) to sigma_min over steps − 1 intervals, and the
+    last step jumps from sigma_min to t_min: EDM's σ_min followed by its final step to σ = 0 (Alg. 1), with
+    σ̃(t_min) in place of 0. Few-step samplers need it: the ladder to σ̃(t_min) ≈ 1e-3 spends its last steps
+    where the data is already resolved, leaving too few at the σ̃ ~ 0.1–10 that shape a sample.
+    """
     if not (isinstance(rho, int | float) and math.isfinite(rho) and rho > 0):
         raise ValueError(f"rho must be a finite number > 0, got {rho!r}")
     ends = noise_ratio(sde, torch.tensor([sde.T, t_min], dtype=torch.float64))
-    i = torch.arange(steps + 1, dtype=torch.float64) / steps
+    intervals = steps
+    if sigma_min is not None:
+        if not (isinstance(sigma_min, int | float) and ends[1] < sigma_min < ends[0]):
+            raise ValueError(
+                f"sigma_min must be a number between σ̃(t_min) = {float(ends[1]):.3g} and σ̃(T) = "
+                f"{float(ends[0]):.3g}, got {sigma_min!r}"
+            )
+        if steps < 2:
+            raise ValueError(f"sigma_min needs at least 2 steps (the ladder and the last step), got {steps}")
+        ends[1], intervals = sigma_min, steps - 1
+    i = torch.arange(intervals + 1, dtype=torch.float64) / intervals
     ratios = (ends[0] ** (1 / rho) + i * (ends[1] ** (1 / rho) - ends[0] ** (1 / rho))) ** rho
+    if sigma_min is not None:
+        ratios = torch.cat([ratios, noise_ratio(sde, torch.tensor([t_min], dtype=torch.float64))])
     return _from_ratios(sde, ratios, t_min)
 
 

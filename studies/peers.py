@@ -57,7 +57,8 @@ SPEED_NFE, SPEED_BATCH = 20, 250  # the issue's speed setting: seconds per 1,000
 
 def sdegen_run(model, labels, n, batch, solver, opts, nfe, seed, denoise):
     """Final samples (n, *data_shape) of an sdegen solver at NFE budget `nfe`, in batches; (x, nfe, seconds)."""
-    steps = max(1, (nfe - int(denoise)) // SOLVERS[solver].evals_per_step)  # the denoise counts in the budget
+    info = SOLVERS[solver]
+    steps = max(1, (nfe - int(denoise) - info.extra_evals) // info.evals_per_step)  # the denoise counts too
     xs, used, t0 = [], 0, time.perf_counter()
     for start in range(0, n, batch):
         size = min(batch, n - start)

@@ -112,6 +112,26 @@ def test_grids_are_monotone_with_exact_ends(sde):
 
 
 @pytest.mark.parametrize("sde", ALL_SDES, ids=lambda s: s.name)
+def test_karras_sigma_min_ends_the_ladder_and_the_last_step_reaches_t_min(sde):
+    ends = grids.noise_ratio(sde, torch.tensor([sde.T, 1e-3], dtype=torch.float64)).tolist()
+    floor = (ends[0] * ends[1]) ** 0.5  # a level strictly between σ̃(t_min) and σ̃(T)
+    ts = grids.karras(sde, 6, 1e-3, rho=7.0, sigma_min=floor)
+    assert ts.shape == (7,) and ts[0] == sde.T and ts[-1] == 1e-3 and (ts[1:] < ts[:-1]).all()
+    ratio = grids.noise_ratio(sde, ts)
+    np.testing.assert_allclose(ratio[5].item(), floor, rtol=1e-9)
+    root = ratio[:6] ** (1 / 7.0)  # the first six points are eq. 5's ladder from σ̃(T) to sigma_min
+    np.testing.assert_allclose(np.diff(root.numpy()), np.diff(root.numpy())[0], rtol=1e-6)
+    ds = sdegen.sample(sde, MIX.score_fn(sde), (2, 2), solver="edm_heun", steps=6, seed=0, t_min=1e-3,
+                       sigma_min=floor)  # fmt: skip
+    np.testing.assert_array_equal(ds.time.values, ts.numpy())
+    for bad in (ends[1] / 2, ends[0] * 2, "0.1"):
+        with pytest.raises(ValueError, match="sigma_min"):
+            grids.karras(sde, 6, 1e-3, sigma_min=bad)
+    with pytest.raises(ValueError, match="2 steps"):
+        grids.karras(sde, 1, 1e-3, sigma_min=floor)
+
+
+@pytest.mark.parametrize("sde", ALL_SDES, ids=lambda s: s.name)
 def test_sde_inverts_its_half_log_nsr_and_answers_alpha_sigma(sde):
     t = torch.linspace(1e-4, 1.0, 50, dtype=torch.float64)
     alpha, sigma = sde.alpha_sigma(t)

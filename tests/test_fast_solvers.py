@@ -240,7 +240,8 @@ class _Counter:
 def test_nfe_is_declared_evals_times_steps(solver, steps):
     counter = _Counter(GAUSS.score_fn(SDES["vp"]))
     ds = sdegen.sample(SDES["vp"], counter, (4, 2), solver=solver, steps=steps, seed=0)
-    assert ds.attrs["nfe"] == counter.calls == SOLVERS[solver].evals_per_step * steps
+    info = SOLVERS[solver]
+    assert ds.attrs["nfe"] == counter.calls == info.evals_per_step * steps + info.extra_evals
 
 
 def test_edm_churn_is_capped_at_T():
@@ -286,7 +287,7 @@ def test_saved_x0_hat_is_tweedie_of_the_saved_state(solver):
     churned = sum(1 for k in (0, 2, 4) if 0.05 <= ratio[k] <= 50.0)  # edm_sde's default s_tmin, s_tmax
     extra = {"dpmpp_2m_sde": 0, "dpmpp_3m_sde": 0, "unipc": 2, "edm_sde": churned}[solver]
     assert ds.attrs["nfe_extra"] == 1 + extra
-    assert ds.attrs["nfe"] == SOLVERS[solver].evals_per_step * 6 + 1 + extra
+    assert ds.attrs["nfe"] == SOLVERS[solver].evals_per_step * 6 + SOLVERS[solver].extra_evals + 1 + extra
 
 
 @pytest.mark.parametrize(
@@ -306,3 +307,23 @@ def test_saved_x0_hat_is_tweedie_of_the_saved_state(solver):
 def test_bad_options_raise_clear_errors(solver, opts, match):
     with pytest.raises(ValueError, match=match):
         sdegen.sample(SDES["vp"], GAUSS.score_fn(SDES["vp"]), (2, 2), solver=solver, steps=4, seed=0, **opts)
+
+
+@pytest.mark.parametrize("solver", ["edm_heun", "edm_sde"])
+def test_edm_last_step_is_euler(solver):
+    # EDM's Alg. 1/2 take no trapezoidal correction on the step to σ = 0; here the step to σ̃(t_min) ≈ 0 is the
+    # same Euler step x_N = alpha_N·(y + (σ̃_N − σ̃_{N−1})·(y − x0_hat)/σ̃_{N−1}), y = x_{N−1}/alpha_{N−1}
+    # (σ̃_{N−1} < s_tmin, so edm_sde does not churn there), and it costs one evaluation: 2N − 1 in all.
+    sde, steps = SDES["vp"], 8
+    counter = _Counter(MIXTURE.score_fn(sde))
+    ds = sdegen.sample(sde, counter, (6, 2), solver=solver, steps=steps, seed=1, t_min=1e-5, dtype=torch.float64,
+                       save_every=1, save_x0_hat=True)  # fmt: skip
+    ts = torch.from_numpy(ds.time.values.copy())
+    alpha, sigma = sde.mean_scale(ts).tolist(), sde.marginal_std(ts).tolist()
+    r_prev, r_last = sigma[-2] / alpha[-2], sigma[-1] / alpha[-1]
+    assert r_prev < 0.05
+    y, x0 = ds.x.values[-2] / alpha[-2], ds.x0_hat.values[-2]
+    np.testing.assert_allclose(
+        ds.x.values[-1], alpha[-1] * (y + (r_last - r_prev) * (y - x0) / r_prev), rtol=1e-5, atol=1e-6
+    )  # the trajectory stores float32
+    assert ds.attrs["nfe"] - ds.attrs["nfe_extra"] == 2 * steps - 1

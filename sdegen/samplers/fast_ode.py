@@ -11,8 +11,10 @@ All use the data prediction x0_hat(x, t) = (x + sigma(t)²·score)/alpha(t) and 
   Its grid (`grids.by_schedule`) is uniform in λ by default (`schedule="logsnr"`), or "time" / "karras".
 * edm_heun (Karras et al. 2022, Alg. 1): in y = x/alpha the PF ODE is dy/dσ̃ = (y − x0_hat)/σ̃ (their
   eq. 4 with s = 1, σ = σ̃); Heun's 2nd-order method on the Karras steps σ̃_i (`grids.karras`, eq. 5,
-  ρ = 7) mapped to SDE time. Two NFE per step (the last step ends at σ̃(t_min) > 0, so it keeps its
-  correction).
+  ρ = 7; `sigma_min` ends the ladder early) mapped to SDE time. Two NFE per step except the last, the step
+  to σ̃(t_min) ≈ 0, which is Euler as in Alg. 1 (σ_N = 0 there): 2N − 1 NFE. Its trapezoidal correction
+  would multiply the change of x0_hat across the step by σ̃_{N−1}/(2σ̃_N) (~100 on a 5-step ladder) and
+  made few-step runs diverge; one Euler step keeps the global order 2.
 * unipc (Zhao et al. 2023, "UniPC", arXiv:2302.04867, the variant B(h) = e^{−h} − 1, "bh2"), data
   prediction, multistep, order 2: the predictor UniP-2 is the step above,
   x̃_{k+1} = (sigma_{k+1}/sigma_k)·x_k − alpha_{k+1}·B·(x0_k + ½·D1),  D1 = (x0_{k−1} − x0_k)/r_k,
@@ -68,6 +70,9 @@ def edm_heun(sde, score, x, ts, *, callback):
         d = (y - x0) / r  # dy/dσ̃ at σ̃_k (Alg. 1, line 7)
         y_euler = y + (r_next - r) * d  # Euler step (line 8)
         x_euler = alpha[k + 1] * y_euler
+        if k == len(ts) - 2:  # the step to σ̃(t_min) ≈ 0 stays an Euler step (Alg. 1, line 9)
+            x = x_euler
+            break
         x0_euler = tweedie(x_euler, score(x_euler, batch_time(ts[k + 1], x)), alpha[k + 1], sigma[k + 1])
         d_next = (y_euler - x0_euler) / r_next  # slope at the Euler point (line 10)
         x = alpha[k + 1] * (y + (r_next - r) * 0.5 * (d + d_next))  # trapezoidal correction (line 11)

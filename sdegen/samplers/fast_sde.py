@@ -21,7 +21,8 @@ here (VE: alpha = 1). Write σ̃ = sigma/alpha, λ = log(alpha/sigma) = −log �
   noise level to σ̂ = (1 + γ)·σ̃_k, γ = min(s_churn/N, √2 − 1) for σ̃_k ∈ [s_tmin, s_tmax] (else 0), by adding
   fresh noise, ŷ = y + s_noise·√(σ̂² − σ̃_k²)·z (exact in law when s_noise = 1), then one Heun step of the PF
   ODE dy/dσ̃ = (y − x0_hat)/σ̃ from σ̂ down to σ̃_{k+1}. σ̂ is capped at σ̃(T) so that the score is never asked
-  outside [t_min, T]. Two NFE per step on the Karras grid (`grids.karras`).
+  outside [t_min, T]. Two NFE per step on the Karras grid (`grids.karras`), except the last step, to
+  σ̃(t_min) ≈ 0, which is Euler as in Alg. 2 (see `fast_ode.edm_heun`): 2N − 1 NFE.
 
 Orders (declared in the registry): the noise here is drawn per step, not from one Brownian path, so a strong
 order does not apply; the weak orders are those measured on the linear Gaussian case (tests/test_fast_solvers.py).
@@ -152,6 +153,9 @@ def edm_sde(
         d = (y - x0) / r_hat[k]  # line 7: dy/dσ̃ at σ̂
         y_euler = y + (r_next - r_hat[k]) * d  # line 8
         x_euler = alpha[k + 1] * y_euler
+        if k == steps - 1:  # the step to σ̃(t_min) ≈ 0 stays an Euler step (line 9)
+            x = x_euler
+            break
         x0_euler = tweedie(x_euler, score(x_euler, batch_time(ts[k + 1], x)), alpha[k + 1], sigma[k + 1])
         d_next = (y_euler - x0_euler) / r_next  # line 10
         x = alpha[k + 1] * (y + (r_next - r_hat[k]) * 0.5 * (d + d_next))  # line 11

@@ -51,8 +51,9 @@ class SolverInfo:
         stochastic: whether it injects noise (with default options).
         strong_order, weak_order: declared global orders (see the module docstring).
         evals_per_step: score evaluations per step with default options; None when adaptive.
-        extra_evals: evaluations made once per run on top (reversible Heun's initial drift; it also makes one
-            per `resync_every` steps).
+        extra_evals: evaluations made (> 0) or saved (< 0) once per run on top of evals_per_step × steps:
+            reversible Heun's initial drift (+1; it also makes one per `resync_every` steps), EDM's Euler last
+            step (−1).
         grid: grid(sde, steps, t_min, **grid options) -> (N + 1,) float64 times from T to t_min.
         vp_only: defined for the VP family only (`AbstractSDE.vp_family`).
     """
@@ -119,7 +120,7 @@ SOLVERS: Mapping[str, SolverInfo] = MappingProxyType(
         ),
         "edm_heun": SolverInfo(
             fast_ode.edm_heun, family="fast_ode", stochastic=False, strong_order=2.0, weak_order=2.0, evals_per_step=2,
-            grid=grids.karras,
+            extra_evals=-1, grid=grids.karras,
         ),
         "unipc": SolverInfo(
             fast_ode.unipc, family="fast_ode", stochastic=False, strong_order=3.0, weak_order=3.0, evals_per_step=1,
@@ -139,7 +140,7 @@ SOLVERS: Mapping[str, SolverInfo] = MappingProxyType(
         ),
         "edm_sde": SolverInfo(
             fast_sde.edm_sde, family="fast_sde", stochastic=True, strong_order=None, weak_order=2.0, evals_per_step=2,
-            grid=grids.karras,
+            extra_evals=-1, grid=grids.karras,
         ),
     }
 )  # fmt: skip
