@@ -67,21 +67,20 @@ def karras(sde, steps: int, t_min: float, *, rho: float = 7.0, sigma_min: float 
     """
     if not (isinstance(rho, int | float) and math.isfinite(rho) and rho > 0):
         raise ValueError(f"rho must be a finite number > 0, got {rho!r}")
-    ends = noise_ratio(sde, torch.tensor([sde.T, t_min], dtype=torch.float64))
-    intervals = steps
+    top, bottom = noise_ratio(sde, torch.tensor([sde.T, t_min], dtype=torch.float64)).tolist()
+    floor, intervals = bottom, steps
     if sigma_min is not None:
-        if not (isinstance(sigma_min, int | float) and ends[1] < sigma_min < ends[0]):
+        if not (isinstance(sigma_min, int | float) and bottom < sigma_min < top):
             raise ValueError(
-                f"sigma_min must be a number between σ̃(t_min) = {float(ends[1]):.3g} and σ̃(T) = "
-                f"{float(ends[0]):.3g}, got {sigma_min!r}"
+                f"sigma_min must be a number between σ̃(t_min) = {bottom:.3g} and σ̃(T) = {top:.3g}, got {sigma_min!r}"
             )
         if steps < 2:
             raise ValueError(f"sigma_min needs at least 2 steps (the ladder and the last step), got {steps}")
-        ends[1], intervals = sigma_min, steps - 1
+        floor, intervals = sigma_min, steps - 1
     i = torch.arange(intervals + 1, dtype=torch.float64) / intervals
-    ratios = (ends[0] ** (1 / rho) + i * (ends[1] ** (1 / rho) - ends[0] ** (1 / rho))) ** rho
-    if sigma_min is not None:
-        ratios = torch.cat([ratios, noise_ratio(sde, torch.tensor([t_min], dtype=torch.float64))])
+    ratios = (top ** (1 / rho) + i * (floor ** (1 / rho) - top ** (1 / rho))) ** rho
+    if sigma_min is not None:  # the last step, sigma_min -> σ̃(t_min)
+        ratios = torch.cat([ratios, torch.tensor([bottom], dtype=torch.float64)])
     return _from_ratios(sde, ratios, t_min)
 
 
