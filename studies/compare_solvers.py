@@ -54,7 +54,8 @@ BUDGETS = (5, 10, 20, 50, 100, 250, 500, 1000)
 LARGE_BUDGET_SOLVERS = ("euler", "ancestral", "pc")
 SKIP = ("milstein", "ode", "reversible_heun")  # milstein = euler here (additive noise); see `steps_for`
 REFERENCE_SEEDS = range(5)  # reference draws per FLD: their spread is the FLD's sampling noise
-NULL_LABEL_RUNS = (("euler", 250), ("dpmpp_2m", 20), ("dpmpp_2m_sde", 50))  # (solver, NFE) rows with the null label
+# (solver, NFE) rows also run with the null label
+NULL_LABEL_RUNS = (("euler", 250), ("dpmpp_2m", 20), ("edm_sde", 20), ("dpmpp_2m_sde", 50))
 MIX_N = 4000  # mixture samples per run: mode weights 1/8 ± 0.005 (one s.e.)
 SEED = 0
 
