@@ -108,27 +108,36 @@ def run_mixture(solvers: list[str], budgets: list[int]) -> xr.Dataset:
     return xr.Dataset({f"mix_{k}": (dims, v) for k, v in out.items()}, coords={"solver": solvers, "nfe": budgets})
 
 
+def draw_mnist(model, lenet, reference, solver: str, steps: int, labels, *, num: int, seed: int, **options):
+    """One MNIST run: (trajectory, seconds, raw-outlier fraction, clipped samples in [0, 1], FLD per reference draw).
+
+    A raw sample is an outlier if a pixel lies outside the data range widened by half its width ([−0.5, 1.5]).
+    `options` go to the solver (e.g. eta=0.5).
+    """
+    lo, hi = model.data_range
+    t0 = time.perf_counter()
+    ds = sdegen.sample(model.sde, model.score_fn(labels), (num, *model.data_shape), solver=solver, steps=steps,
+                       seed=seed, save_every=steps, denoise=True, labels=labels, **options)  # fmt: skip
+    seconds = time.perf_counter() - t0
+    raw = ds.x.values[-1]
+    pad = 0.5 * (hi - lo)
+    outliers = float(((raw < lo - pad) | (raw > hi + pad)).reshape(len(raw), -1).any(1).mean())
+    x = (np.clip(raw, lo, hi) - lo) / (hi - lo)
+    scores = np.array([fld_score(x, reference, n=num, seed=s, model=lenet) for s in REFERENCE_SEEDS])
+    return ds, seconds, outliers, x, scores
+
+
 def run_mnist(args, solvers: list[str], budgets: list[int]) -> xr.Dataset:
     model = sdegen.load_model(args.model)
     lenet = load_lenet()
     reference = load_mnist(args.data, split="test").data
-    lo, hi = model.data_range
     yard = np.array([fld_reference(reference, n=args.num, seed=s, model=lenet) for s in REFERENCE_SEEDS])
     shape = (len(solvers), len(budgets))
     res = {k: np.full(shape, np.nan) for k in ("fld_mean", "fld_sd", "entropy", "seconds", "outlier_fraction",
                                                 "null_fld_mean", "null_fld_sd", "nfe_used")}  # fmt: skip
 
     def draw(solver, steps, labels):
-        t0 = time.perf_counter()
-        ds = sdegen.sample(model.sde, model.score_fn(labels), (args.num, *model.data_shape), solver=solver,
-                           steps=steps, seed=SEED, save_every=steps, denoise=True, labels=labels)  # fmt: skip
-        seconds = time.perf_counter() - t0
-        raw = ds.x.values[-1]
-        pad = 0.5 * (hi - lo)
-        outliers = float(((raw < lo - pad) | (raw > hi + pad)).reshape(len(raw), -1).any(1).mean())
-        x = (np.clip(raw, lo, hi) - lo) / (hi - lo)
-        scores = np.array([fld_score(x, reference, n=args.num, seed=s, model=lenet) for s in REFERENCE_SEEDS])
-        return ds, seconds, outliers, x, scores
+        return draw_mnist(model, lenet, reference, solver, steps, labels, num=args.num, seed=SEED)
 
     labels = model.labels("drawn", args.num, seed=SEED) if model.num_classes else None
     for i, solver in enumerate(solvers):

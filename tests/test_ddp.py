@@ -47,6 +47,10 @@ def _worker(rank, port, cfg_json, out, mode):
         tr.loss(batch).backward()
         grads = {n: p.grad for n, p in tr.model.named_parameters()}
         torch.save({"grads": grads, "x0": batch["x0"]}, os.path.join(out, f"rank{rank}.pt"))
+        # Free the DDP reducer and its pending gloo work before the group goes: a reducer outliving the
+        # group can abort the process at exit (SIGABRT, "terminate called without an active exception").
+        del tr, grads
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
