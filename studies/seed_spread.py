@@ -27,25 +27,18 @@ import xarray as xr
 from compare_solvers import REFERENCE_SEEDS, draw_mnist, steps_for
 
 import sdegen
+from sdegen._checks import parse_key_value
 from sdegen.data import load_mnist
 from sdegen.metrics import fld_reference, load_lenet
 from sdegen.results import save_results, save_text
 
 
-def parse_run(spec: str) -> tuple[str, int, str, dict[str, float]]:
+def parse_run(spec: str) -> tuple[str, int, str, dict]:
     """'solver:budget:labels[:k=v...]' -> (solver, budget, labels, options); a bad spec names itself."""
     parts = spec.split(":")
     if len(parts) < 3 or parts[2] not in ("drawn", "none") or not parts[1].isdigit():
         raise ValueError(f"run {spec!r}: expected solver:budget:drawn|none[:option=value ...]")
-    options = {}
-    for kv in parts[3:]:
-        key, sep, value = kv.partition("=")
-        if not sep:
-            raise ValueError(f"run {spec!r}: option {kv!r} is not key=value")
-        try:
-            options[key] = float(value)
-        except ValueError:
-            options[key] = value  # a name, e.g. schedule=karras
+    options = dict(parse_key_value(kv, f"run {spec!r}: option") for kv in parts[3:])  # the CLI's --option parser
     if parts[0] not in sdegen.solvers():
         raise ValueError(f"run {spec!r}: unknown solver {parts[0]!r}; known: {', '.join(sdegen.solvers())}")
     return parts[0], int(parts[1]), parts[2], options
